@@ -1,0 +1,42 @@
+//! Operations endpoints: `/healthz` (the process answers), `/readyz` (the database answers) and
+//! `/metrics` (Prometheus text).
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::http::body::{Body, full, json_body};
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+pub fn healthz() -> Response<Body> {
+    json_body(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+pub async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let store = state.store.clone();
+    let ping = tokio::task::spawn_blocking(move || store.ping()).await;
+    match ping {
+        Ok(Ok(())) => Ok(json_body(StatusCode::OK, &json!({ "status": "ready" }))),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "readiness check failed");
+            Err(ApiError::ServiceUnavailable(
+                "Database is not answering".into(),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check task failed");
+            Err(ApiError::ServiceUnavailable(
+                "Database is not answering".into(),
+            ))
+        }
+    }
+}
+
+pub fn metrics(state: &AppState) -> Response<Body> {
+    let mut response = Response::new(full(state.metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

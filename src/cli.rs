@@ -1,0 +1,229 @@
+//! The command line (argh). Every `serve` flag also reads `ELIZA_CLOUD_<FLAG>` (resolved in
+//! `config.rs`); the help text below is what `--help` prints, so it names each variable.
+
+use argh::FromArgs;
+
+#[derive(FromArgs, Debug)]
+/// eliza-cloud: the self-hosted elizaOS Cloud identity and app layer in one binary.
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(ServeArgs),
+    Keys(KeysArgs),
+    Orgs(OrgsArgs),
+    Check(CheckArgs),
+    Backup(BackupArgs),
+    Version(VersionArgs),
+}
+
+#[derive(FromArgs, Debug, Default, Clone)]
+#[argh(subcommand, name = "serve")]
+/// run the HTTP server. Every flag can also be set by the environment variable
+/// ELIZA_CLOUD_<FLAG> (e.g. --public-url by ELIZA_CLOUD_PUBLIC_URL); a flag wins over its
+/// variable. ELIZA_CLOUD_BOOTSTRAP_KEY (environment only) registers that key for the
+/// operator on the first start instead of printing a new one.
+pub struct ServeArgs {
+    /// address to listen on (ELIZA_CLOUD_LISTEN; default 127.0.0.1:3000)
+    #[argh(option)]
+    pub listen: Option<String>,
+    /// data directory, created with mode 0700 (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+    /// URL clients use to reach this server; its host is the SIWE domain and its origin the
+    /// CSRF origin (ELIZA_CLOUD_PUBLIC_URL; default http://localhost:3000)
+    #[argh(option)]
+    pub public_url: Option<String>,
+    /// log format: plain or json (ELIZA_CLOUD_LOG_FORMAT; default plain)
+    #[argh(option)]
+    pub log_format: Option<String>,
+    /// log level: error, warn, info, debug or trace (ELIZA_CLOUD_LOG_LEVEL; default info)
+    #[argh(option)]
+    pub log_level: Option<String>,
+    /// most connections served at once; more wait to be accepted
+    /// (ELIZA_CLOUD_MAX_CONNECTIONS; default 1024)
+    #[argh(option)]
+    pub max_connections: Option<String>,
+    /// trust X-Forwarded-For for the client address, only behind a proxy you run
+    /// (ELIZA_CLOUD_TRUST_PROXY=true|false; default false)
+    #[argh(switch)]
+    pub trust_proxy: bool,
+    /// time allowed to send request headers, e.g. 10s or 500ms
+    /// (ELIZA_CLOUD_HEADER_TIMEOUT; default 10s)
+    #[argh(option)]
+    pub header_timeout: Option<String>,
+    /// time in-flight requests get to finish after SIGINT/SIGTERM
+    /// (ELIZA_CLOUD_SHUTDOWN_TIMEOUT; default 10s)
+    #[argh(option)]
+    pub shutdown_timeout: Option<String>,
+    /// largest request body in bytes; larger ones get 413
+    /// (ELIZA_CLOUD_MAX_BODY_BYTES; default 1048576)
+    #[argh(option)]
+    pub max_body_bytes: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "keys")]
+/// manage API keys offline (the server must be stopped)
+pub struct KeysArgs {
+    #[argh(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum KeysCommand {
+    Create(KeysCreateArgs),
+    List(KeysListArgs),
+    Revoke(KeysRevokeArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "create")]
+/// create a key and print it once to stdout
+pub struct KeysCreateArgs {
+    /// organization id or slug (default: the operator organization)
+    #[argh(option)]
+    pub org: Option<String>,
+    /// key name (default "CLI key")
+    #[argh(option)]
+    pub name: Option<String>,
+    /// key type: live or test (default live)
+    #[argh(option, long = "type", default = "String::from(\"live\")")]
+    pub key_type: String,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+/// list keys (prefixes only; secrets are never stored)
+pub struct KeysListArgs {
+    /// only this organization (id or slug)
+    #[argh(option)]
+    pub org: Option<String>,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "revoke")]
+/// delete a key; it fails on its next use
+pub struct KeysRevokeArgs {
+    /// key id
+    #[argh(positional)]
+    pub id: String,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "orgs")]
+/// inspect and manage organizations offline (the server must be stopped)
+pub struct OrgsArgs {
+    #[argh(subcommand)]
+    pub command: OrgsCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum OrgsCommand {
+    List(OrgsListArgs),
+    Show(OrgsShowArgs),
+    SetPlan(OrgsSetPlanArgs),
+    GrantCredits(OrgsGrantArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+/// list organizations with plan and balance
+pub struct OrgsListArgs {
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+/// show one organization, its users, keys and recent ledger rows
+pub struct OrgsShowArgs {
+    /// organization id or slug
+    #[argh(positional)]
+    pub org: String,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "set-plan")]
+/// set an organization's plan: free, pro or enterprise
+pub struct OrgsSetPlanArgs {
+    /// organization id or slug
+    #[argh(positional)]
+    pub org: String,
+    /// free, pro or enterprise
+    #[argh(positional)]
+    pub plan: String,
+    /// requests per minute for an enterprise organization (1..=100000)
+    #[argh(option)]
+    pub rate_limit: Option<u32>,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "grant-credits")]
+/// add credits to an organization's balance (a ledger credit row)
+pub struct OrgsGrantArgs {
+    /// organization id or slug
+    #[argh(positional)]
+    pub org: String,
+    /// amount in dollars, up to 6 decimal places (e.g. 25 or 0.5)
+    #[argh(positional)]
+    pub dollars: String,
+    /// ledger description (default "Operator grant")
+    #[argh(option)]
+    pub description: Option<String>,
+    /// idempotency key; running the same grant again with it changes nothing
+    /// (default: a new random key)
+    #[argh(option)]
+    pub idempotency_key: Option<String>,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+/// verify database integrity and the ledger invariants; exits 1 on any violation
+pub struct CheckArgs {
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup")]
+/// write a consistent copy of the database to a new file
+pub struct BackupArgs {
+    /// destination file (must not exist)
+    #[argh(option)]
+    pub out: String,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "version")]
+/// print the version and the database schema version
+pub struct VersionArgs {}

@@ -1,0 +1,367 @@
+//! Flags and environment → one [`ServeConfig`]. A flag wins over `ELIZA_CLOUD_<FLAG>`, which wins
+//! over the default. Every value is validated here, so the server never starts half-configured.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::api_key::{PlainKey, parse_plain_key};
+use crate::cli::ServeArgs;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+pub const DEFAULT_DATA_DIR: &str = "./eliza-cloud-data";
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:3000";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const BOOTSTRAP_KEY_ENV: &str = "ELIZA_CLOUD_BOOTSTRAP_KEY";
+pub const DATA_ENV: &str = "ELIZA_CLOUD_DATA";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The public URL, split once into the parts the rules use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// Without a trailing slash, e.g. `https://cloud.example.com`.
+    pub url: String,
+    /// `scheme://host[:port]`, compared with `Origin` for the CSRF rule.
+    pub origin: String,
+    /// `host[:port]`, the SIWE domain.
+    pub host: String,
+    pub https: bool,
+}
+
+impl PublicUrl {
+    pub fn parse(text: &str) -> Result<PublicUrl, String> {
+        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err("must start with http:// or https://".into());
+        };
+        if text.contains(['?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain a query, a fragment or spaces".into());
+        }
+        let (host, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err("needs a host and no user name".into());
+        }
+        let host = host.to_ascii_lowercase();
+        let scheme = if https { "https" } else { "http" };
+        let origin = format!("{scheme}://{host}");
+        let path = path.trim_end_matches('/');
+        Ok(PublicUrl {
+            url: format!("{origin}{path}"),
+            origin,
+            host,
+            https,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_url: PublicUrl,
+    pub log_format: LogFormat,
+    pub log_level: LogLevel,
+    pub max_connections: usize,
+    pub trust_proxy: bool,
+    pub header_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// From `ELIZA_CLOUD_BOOTSTRAP_KEY`: registered for the operator on the first start.
+    pub bootstrap_key: Option<PlainKey>,
+}
+
+impl ServeConfig {
+    /// The defaults of a fresh machine, with the data directory given.
+    pub fn with_data_dir(data_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir,
+            public_url: PublicUrl {
+                url: DEFAULT_PUBLIC_URL.into(),
+                origin: DEFAULT_PUBLIC_URL.into(),
+                host: "localhost:3000".into(),
+                https: false,
+            },
+            log_format: LogFormat::Plain,
+            log_level: LogLevel::Info,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            trust_proxy: false,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            bootstrap_key: None,
+        }
+    }
+
+    /// Resolves flags, then `ELIZA_CLOUD_<FLAG>` read through `env`, then defaults. The error
+    /// names the flag and the variable.
+    pub fn resolve(
+        args: &ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig, String> {
+        let pick = |flag: &Option<String>, name: &str| -> Option<(String, String)> {
+            let var = format!(
+                "ELIZA_CLOUD_{}",
+                name.to_ascii_uppercase().replace('-', "_")
+            );
+            match flag {
+                Some(v) => Some((v.clone(), format!("--{name}"))),
+                None => env(&var).map(|v| (v, var)),
+            }
+        };
+        let mut config = ServeConfig::with_data_dir(PathBuf::from(DEFAULT_DATA_DIR));
+        if let Some((v, from)) = pick(&args.listen, "listen") {
+            config.listen = v
+                .parse()
+                .map_err(|_| format!("{from}: {v:?} is not an address like 127.0.0.1:3000"))?;
+        }
+        if let Some((v, _)) = pick(&args.data, "data") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some((v, from)) = pick(&args.public_url, "public-url") {
+            config.public_url = PublicUrl::parse(&v).map_err(|e| format!("{from}: {e}"))?;
+        }
+        if let Some((v, from)) = pick(&args.log_format, "log-format") {
+            config.log_format = match v.as_str() {
+                "plain" => LogFormat::Plain,
+                "json" => LogFormat::Json,
+                _ => return Err(format!("{from}: {v:?} is not plain or json")),
+            };
+        }
+        if let Some((v, from)) = pick(&args.log_level, "log-level") {
+            config.log_level = match v.as_str() {
+                "error" => LogLevel::Error,
+                "warn" => LogLevel::Warn,
+                "info" => LogLevel::Info,
+                "debug" => LogLevel::Debug,
+                "trace" => LogLevel::Trace,
+                _ => {
+                    return Err(format!(
+                        "{from}: {v:?} is not error, warn, info, debug or trace"
+                    ));
+                }
+            };
+        }
+        if let Some((v, from)) = pick(&args.max_connections, "max-connections") {
+            config.max_connections = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| format!("{from}: {v:?} is not a number from 1 to 1000000"))?;
+        }
+        config.trust_proxy = if args.trust_proxy {
+            true
+        } else {
+            match env("ELIZA_CLOUD_TRUST_PROXY") {
+                Some(v) => parse_bool(&v).ok_or_else(|| {
+                    format!("ELIZA_CLOUD_TRUST_PROXY: {v:?} is not true or false")
+                })?,
+                None => false,
+            }
+        };
+        if let Some((v, from)) = pick(&args.header_timeout, "header-timeout") {
+            config.header_timeout = parse_duration(&v)
+                .ok_or_else(|| format!("{from}: {v:?} is not a duration like 10s or 500ms"))?;
+        }
+        if let Some((v, from)) = pick(&args.shutdown_timeout, "shutdown-timeout") {
+            config.shutdown_timeout = parse_duration(&v)
+                .ok_or_else(|| format!("{from}: {v:?} is not a duration like 10s or 500ms"))?;
+        }
+        if let Some((v, from)) = pick(&args.max_body_bytes, "max-body-bytes") {
+            config.max_body_bytes = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1024..=64 << 20).contains(n))
+                .ok_or_else(|| format!("{from}: {v:?} is not a number from 1024 to 67108864"))?;
+        }
+        if let Some(key) = env(BOOTSTRAP_KEY_ENV) {
+            // Never echo the value: it is a secret, even when malformed.
+            config.bootstrap_key = Some(parse_plain_key(key.trim()).map_err(|e| {
+                format!(
+                    "{BOOTSTRAP_KEY_ENV} is not a well-formed eliza-cloud key ({e}); \
+                     expected ek_live_ or ek_test_, 40 base62 characters and a 6-character checksum"
+                )
+            })?);
+        }
+        Ok(config)
+    }
+}
+
+/// The data directory of an offline command: `--data`, else `ELIZA_CLOUD_DATA`, else the default.
+pub fn offline_data_dir(flag: &Option<String>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    PathBuf::from(
+        flag.clone()
+            .or_else(|| env(DATA_ENV))
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string()),
+    )
+}
+
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// `250ms`, `10s`, `2m`, or a bare number of seconds; at most one hour.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit_ms) = if let Some(d) = text.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = text.strip_suffix('s') {
+        (d, 1000)
+    } else if let Some(d) = text.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        (text, 1000)
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 9 {
+        return None;
+    }
+    let millis = digits.parse::<u64>().ok()?.checked_mul(unit_ms)?;
+    (1..=3_600_000)
+        .contains(&millis)
+        .then(|| Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_on_a_fresh_machine() {
+        let c = ServeConfig::resolve(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.public_url.url, DEFAULT_PUBLIC_URL);
+        assert_eq!(c.public_url.host, "localhost:3000");
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert!(!c.trust_proxy);
+        assert!(c.bootstrap_key.is_none());
+    }
+
+    #[test]
+    fn env_fills_in_and_flags_win() {
+        let env = env_of(&[
+            ("ELIZA_CLOUD_LISTEN", "0.0.0.0:8080"),
+            ("ELIZA_CLOUD_PUBLIC_URL", "https://Cloud.Example.com/"),
+            ("ELIZA_CLOUD_LOG_FORMAT", "json"),
+            ("ELIZA_CLOUD_MAX_CONNECTIONS", "7"),
+            ("ELIZA_CLOUD_TRUST_PROXY", "true"),
+            ("ELIZA_CLOUD_HEADER_TIMEOUT", "250ms"),
+            ("ELIZA_CLOUD_DATA", "/var/lib/x"),
+        ]);
+        let c = ServeConfig::resolve(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.public_url.origin, "https://cloud.example.com");
+        assert!(c.public_url.https);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.max_connections, 7);
+        assert!(c.trust_proxy);
+        assert_eq!(c.header_timeout, Duration::from_millis(250));
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/x"));
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9".into()),
+            log_format: Some("plain".into()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args, &env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9");
+        assert_eq!(c.log_format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = ServeConfig::resolve(
+            &ServeArgs::default(),
+            &env_of(&[("ELIZA_CLOUD_LISTEN", "nowhere")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("ELIZA_CLOUD_LISTEN"), "{err}");
+        let args = ServeArgs {
+            max_connections: Some("0".into()),
+            ..ServeArgs::default()
+        };
+        let err = ServeConfig::resolve(&args, &env_of(&[])).unwrap_err();
+        assert!(err.contains("--max-connections"), "{err}");
+    }
+
+    #[test]
+    fn malformed_bootstrap_key_is_refused_without_echo() {
+        let secret = "ek_live_notarealkeyatallbutsecret";
+        let err = ServeConfig::resolve(
+            &ServeArgs::default(),
+            &env_of(&[(BOOTSTRAP_KEY_ENV, secret)]),
+        )
+        .unwrap_err();
+        assert!(err.contains(BOOTSTRAP_KEY_ENV));
+        assert!(!err.contains(secret));
+    }
+
+    #[test]
+    fn public_url_forms() {
+        let u = PublicUrl::parse("http://localhost:3000").unwrap();
+        assert_eq!(
+            (u.origin.as_str(), u.host.as_str()),
+            ("http://localhost:3000", "localhost:3000")
+        );
+        let u = PublicUrl::parse("https://x.io/base/").unwrap();
+        assert_eq!(u.url, "https://x.io/base");
+        assert_eq!(u.origin, "https://x.io");
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://u@x",
+            "http://x/?q",
+            "localhost:3000",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_and_bools() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        for bad in ["", "0s", "-1s", "1h", "1.5s", "99999999999s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

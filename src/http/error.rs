@@ -1,0 +1,205 @@
+//! The one error type of the HTTP layer. Its single `match` decides status, stable code and the
+//! public message (SPEC §2); the precise cause goes to the log, never to the caller.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::body::{Body, json_body};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// 400 with `details` naming each bad field.
+    Validation {
+        message: String,
+        details: Value,
+    },
+    InvalidJson(String),
+    Unauthorized,
+    InsufficientCredits {
+        message: String,
+    },
+    /// 403; `required` names the missing permission when there is one.
+    Forbidden {
+        message: String,
+        required: Option<String>,
+    },
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    Conflict {
+        message: String,
+        details: Option<Value>,
+    },
+    PayloadTooLarge {
+        limit: usize,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// A bug or a failing dependency; the message never says anything internal.
+    Internal,
+    ServiceUnavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
+        match self {
+            ApiError::Validation { message, details } => (
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                message.clone(),
+                Some(details.clone()),
+            ),
+            ApiError::InvalidJson(why) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON",
+                format!("Request body is not valid JSON: {why}"),
+                None,
+            ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Invalid or missing authentication".into(),
+                None,
+            ),
+            ApiError::InsufficientCredits { message } => (
+                StatusCode::PAYMENT_REQUIRED,
+                "INSUFFICIENT_CREDITS",
+                message.clone(),
+                None,
+            ),
+            ApiError::Forbidden { message, required } => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                message.clone(),
+                required.as_ref().map(|r| json!({ "required": r })),
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "Not found".into(), None),
+            ApiError::MethodNotAllowed { allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!("Method not allowed; allowed: {allow}"),
+                None,
+            ),
+            ApiError::Conflict { message, details } => (
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                message.clone(),
+                details.clone(),
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("Request body exceeds {limit} bytes"),
+                None,
+            ),
+            ApiError::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("Rate limit exceeded; retry in {retry_after_secs} s"),
+                None,
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "Internal server error".into(),
+                None,
+            ),
+            ApiError::ServiceUnavailable(what) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                what.clone(),
+                None,
+            ),
+        }
+    }
+
+    /// The envelope `{"error": {code, message, requestId, details?}}` with the headers the
+    /// status calls for (`WWW-Authenticate`, `Allow`, `Retry-After`).
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let (status, code, message, details) = self.parts();
+        let mut error = json!({ "code": code, "message": message, "requestId": request_id });
+        if let (Some(details), Some(obj)) = (details, error.as_object_mut()) {
+            obj.insert("details".into(), details);
+        }
+        let mut response = json_body(status, &json!({ "error": error }));
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"eliza-cloud\""),
+                );
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes() {
+        let cases = [
+            (ApiError::Unauthorized, 401, "UNAUTHORIZED"),
+            (ApiError::NotFound, 404, "NOT_FOUND"),
+            (
+                ApiError::MethodNotAllowed { allow: "GET" },
+                405,
+                "METHOD_NOT_ALLOWED",
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 1 },
+                413,
+                "PAYLOAD_TOO_LARGE",
+            ),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 3,
+                },
+                429,
+                "RATE_LIMITED",
+            ),
+            (ApiError::Internal, 500, "INTERNAL_ERROR"),
+            (ApiError::InvalidJson("x".into()), 400, "INVALID_JSON"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status().as_u16(), status);
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn headers_follow_status() {
+        let r = ApiError::Unauthorized.into_response("req_1");
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"eliza-cloud\""
+        );
+        let r = ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response("req_1");
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+        let r = ApiError::RateLimited {
+            retry_after_secs: 7,
+        }
+        .into_response("req_1");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+    }
+}

@@ -1,0 +1,186 @@
+//! The router: `(method, path)` → [`Route`] by one pure function, unit-tested without a socket.
+//! Each route declares what it needs in [`Route::access`], a `match` with no default arm, so a new
+//! route cannot be added without deciding who may call it.
+
+use http::Method;
+
+/// What a route needs from the caller before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential: operations endpoints, and answers that touch no data (404, 405, CORS).
+    Public,
+    /// Any valid credential of any method (SPEC §4's last row).
+    AnyCredential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    /// `OPTIONS` on anything under `/api/`.
+    CorsPreflight,
+    Whoami,
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+}
+
+/// Most path segments any route has; deeper paths are 404 without further work.
+const MAX_SEGMENTS: usize = 8;
+
+const GET: &[Method] = &[Method::GET, Method::HEAD];
+const GET_ALLOW: &str = "GET, HEAD";
+
+impl Route {
+    /// Stable, low-cardinality label for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::CorsPreflight => "cors_preflight",
+            Route::Whoami => "auth_whoami",
+            Route::NotFound => "not_found",
+            Route::MethodNotAllowed { .. } => "method_not_allowed",
+        }
+    }
+
+    pub const fn access(self) -> Access {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Metrics => Access::Public,
+            Route::CorsPreflight | Route::NotFound | Route::MethodNotAllowed { .. } => {
+                Access::Public
+            }
+            Route::Whoami => Access::AnyCredential,
+        }
+    }
+}
+
+fn only(method: &Method, allowed: &[Method], allow: &'static str, route: Route) -> Route {
+    if allowed.contains(method) {
+        route
+    } else {
+        Route::MethodNotAllowed { allow }
+    }
+}
+
+/// Splits `/a/b/c` into segments; `None` for a path that no route can match (no leading slash,
+/// empty inner segments, too deep). One trailing slash is ignored.
+fn segments(path: &str) -> Option<([&str; MAX_SEGMENTS], usize)> {
+    let rest = path.strip_prefix('/')?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let mut out = [""; MAX_SEGMENTS];
+    let mut count = 0;
+    if rest.is_empty() {
+        return Some((out, 0));
+    }
+    for segment in rest.split('/') {
+        if segment.is_empty() {
+            return None;
+        }
+        *out.get_mut(count)? = segment;
+        count += 1;
+    }
+    Some((out, count))
+}
+
+/// The whole routing table.
+pub fn parse_route(method: &Method, path: &str) -> Route {
+    let Some((segs, count)) = segments(path) else {
+        return Route::NotFound;
+    };
+    let segs = segs.get(..count).unwrap_or(&[]);
+    if method == Method::OPTIONS && segs.first() == Some(&"api") {
+        return Route::CorsPreflight;
+    }
+    match segs {
+        ["healthz"] => only(method, GET, GET_ALLOW, Route::Healthz),
+        ["readyz"] => only(method, GET, GET_ALLOW, Route::Readyz),
+        ["metrics"] => only(method, GET, GET_ALLOW, Route::Metrics),
+        ["api", "v1", "auth", "whoami"] => only(method, GET, GET_ALLOW, Route::Whoami),
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_routes() {
+        assert_eq!(parse_route(&Method::GET, "/healthz"), Route::Healthz);
+        assert_eq!(parse_route(&Method::HEAD, "/healthz/"), Route::Healthz);
+        assert_eq!(parse_route(&Method::GET, "/readyz"), Route::Readyz);
+        assert_eq!(parse_route(&Method::GET, "/metrics"), Route::Metrics);
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/auth/whoami"),
+            Route::Whoami
+        );
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        assert_eq!(
+            parse_route(&Method::POST, "/healthz"),
+            Route::MethodNotAllowed { allow: GET_ALLOW }
+        );
+        assert_eq!(
+            parse_route(&Method::DELETE, "/api/v1/auth/whoami"),
+            Route::MethodNotAllowed { allow: GET_ALLOW }
+        );
+    }
+
+    #[test]
+    fn unknown_and_odd_paths_are_404() {
+        for path in [
+            "",
+            "/",
+            "healthz",
+            "//healthz",
+            "/healthz//",
+            "/api/v1/nope",
+            "/HEALTHZ",
+            "/healthz?x=1",
+            "/a/b/c/d/e/f/g/h/i/j",
+            "/api//v1/auth/whoami",
+        ] {
+            assert_eq!(parse_route(&Method::GET, path), Route::NotFound, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn preflight_covers_api_only() {
+        assert_eq!(
+            parse_route(&Method::OPTIONS, "/api/v1/anything"),
+            Route::CorsPreflight
+        );
+        assert_eq!(
+            parse_route(&Method::OPTIONS, "/healthz"),
+            Route::MethodNotAllowed { allow: GET_ALLOW }
+        );
+    }
+
+    #[test]
+    fn declared_access() {
+        assert_eq!(Route::Whoami.access(), Access::AnyCredential);
+        assert_eq!(Route::Healthz.access(), Access::Public);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_is_total(method in "[A-Z]{1,8}", path in "(/[a-z0-9%._-]{0,12}){0,10}/?") {
+            crate::fuzzing::route_parser(format!("{method} {path}").as_bytes());
+        }
+
+        #[test]
+        fn trailing_slash_is_ignored(path in "(/[a-z]{1,6}){1,5}") {
+            prop_assert_eq!(
+                parse_route(&Method::GET, &path),
+                parse_route(&Method::GET, &format!("{path}/"))
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! eliza-cloud: the self-hosted elizaOS Cloud identity and app layer. `main.rs` parses the
+//! command line and calls [`run`]; everything else lives in the modules below (see
+//! ARCHITECTURE.md for the map and the invariants).
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod clock;
+pub mod config;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod money;
+pub mod offline;
+pub mod server;
+pub mod state;
+pub mod store;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bootstrap::BootstrapOutcome;
+use cli::{Cli, Command, ServeArgs};
+use clock::SystemClock;
+use config::ServeConfig;
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Runs one command to completion and answers the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Serve(args) => return serve(&args),
+        Command::Keys(args) => offline::keys(args, &env_var, &mut stdout),
+        Command::Orgs(args) => offline::orgs(args, &env_var, &mut stdout),
+        Command::Check(args) => offline::check(args, &env_var, &mut stdout),
+        Command::Backup(args) => offline::backup(args, &env_var, &mut stdout),
+        Command::Version(_) => offline::version(&mut stdout),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eliza-cloud: {}", e.message());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match ServeConfig::resolve(args, &env_var) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("eliza-cloud: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    logging::init(config.log_format, config.log_level);
+    // The default hook prints the panic message, which may hold request data; log the place only.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(location = location.as_deref().unwrap_or("unknown"), "panic");
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("eliza-cloud: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(serve_until_signal(config))
+}
+
+async fn serve_until_signal(config: ServeConfig) -> ExitCode {
+    let mut server = match server::start(config, Arc::new(SystemClock)).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("eliza-cloud: {e}");
+            let locked = matches!(
+                e,
+                server::StartError::Store(store::StoreError::Locked { .. })
+            );
+            return ExitCode::from(if locked { 2 } else { 1 });
+        }
+    };
+    if let Some(BootstrapOutcome::Created {
+        new_key: Some(key), ..
+    }) = server.take_bootstrap()
+    {
+        // Printed straight to stderr, never through the logger: this is the one time the
+        // operator's key is shown.
+        eprintln!(
+            "\nCreated the Operator organization. Its API key (unrestricted, live):\n\n    {}\n\n\
+             Store it now: it will not be shown again.\n",
+            key.expose()
+        );
+    }
+    eprintln!("eliza-cloud listening on http://{}", server.local_addr());
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,151 @@
+//! Process metrics in the Prometheus text format (`GET /metrics`). Labels are static strings (route
+//! names, method and reason names), so cardinality is bounded by the code, never by requests.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+    auth_failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    rate_limited: AtomicU64,
+    credits_charged_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((route, status)).or_default() += 1;
+        }
+        let secs = elapsed.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn record_auth_failure(&self, method: &'static str, reason: &'static str) {
+        if let Ok(mut map) = self.auth_failures.lock() {
+            *map.entry((method, reason)).or_default() += 1;
+        }
+    }
+
+    pub fn record_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_credits_charged(&self, micros: u64) {
+        self.credits_charged_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP eliza_http_requests_total HTTP requests by route and status."
+        );
+        let _ = writeln!(out, "# TYPE eliza_http_requests_total counter");
+        if let Ok(map) = self.requests.lock() {
+            for ((route, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "eliza_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP eliza_http_request_duration_seconds Request latency."
+        );
+        let _ = writeln!(out, "# TYPE eliza_http_request_duration_seconds histogram");
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "eliza_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "eliza_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "eliza_http_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "eliza_http_request_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP eliza_auth_failures_total Failed authentications by method and reason."
+        );
+        let _ = writeln!(out, "# TYPE eliza_auth_failures_total counter");
+        if let Ok(map) = self.auth_failures.lock() {
+            for ((method, reason), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "eliza_auth_failures_total{{method=\"{method}\",reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP eliza_rate_limited_total Requests refused with 429."
+        );
+        let _ = writeln!(out, "# TYPE eliza_rate_limited_total counter");
+        let _ = writeln!(
+            out,
+            "eliza_rate_limited_total {}",
+            self.rate_limited.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP eliza_credits_charged_micros_total Credits debited, micro-dollars."
+        );
+        let _ = writeln!(out, "# TYPE eliza_credits_charged_micros_total counter");
+        let _ = writeln!(
+            out,
+            "eliza_credits_charged_micros_total {}",
+            self.credits_charged_micros.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.record_request("healthz", 200, Duration::from_micros(300));
+        m.record_request("healthz", 200, Duration::from_millis(30));
+        m.record_auth_failure("api_key", "unknown_key");
+        m.record_rate_limited();
+        let text = m.render();
+        assert!(text.contains("eliza_http_requests_total{route=\"healthz\",status=\"200\"} 2"));
+        assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"0.05\"} 2"));
+        assert!(text.contains("eliza_http_request_duration_seconds_count 2"));
+        assert!(
+            text.contains("eliza_auth_failures_total{method=\"api_key\",reason=\"unknown_key\"} 1")
+        );
+        assert!(text.contains("eliza_rate_limited_total 1"));
+    }
+}

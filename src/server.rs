@@ -1,0 +1,230 @@
+//! The accept loop: a connection semaphore, HTTP/1.1 and h2c on one port (hyper-util's auto
+//! builder), a header-read deadline, and a graceful drain with a deadline on shutdown.
+//!
+//! Invariant: when [`RunningServer::shutdown`] returns, every connection task has ended, so the
+//! database handle is released and the data directory can be opened again (a restart in tests,
+//! an offline command in production).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::bootstrap::{self, BootstrapOutcome};
+use crate::clock::Clock;
+use crate::config::ServeConfig;
+use crate::http::serve_request;
+use crate::state::AppState;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug)]
+pub enum StartError {
+    Store(StoreError),
+    Bind(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "{e}"),
+            StartError::Bind(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        StartError::Store(e)
+    }
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    bootstrap: Option<BootstrapOutcome>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Db(format!("start-up task failed: {e}")))?
+}
+
+/// Opens the store, bootstraps the operator on an empty database, binds and starts accepting.
+pub async fn start(
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    let data_dir = config.data_dir.clone();
+    let store = blocking(move || Store::open(&data_dir)).await?;
+    let now = clock.now();
+    let provided = config.bootstrap_key.clone();
+    let bootstrap_store = store.clone();
+    let outcome =
+        blocking(move || bootstrap::ensure_operator(&bootstrap_store, provided.as_ref(), now))
+            .await?;
+    if matches!(outcome, BootstrapOutcome::AlreadyDone) && config.bootstrap_key.is_some() {
+        tracing::warn!(
+            "ELIZA_CLOUD_BOOTSTRAP_KEY ignored: the database was bootstrapped on an earlier start"
+        );
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Bind(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(e.to_string()))?;
+    store.write_server_marker(&local_addr.to_string())?;
+    let state = Arc::new(AppState::new(config, store, clock));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
+    tracing::info!(address = %local_addr, "listening");
+    Ok(RunningServer {
+        local_addr,
+        state,
+        bootstrap: Some(outcome),
+        shutdown,
+        task,
+    })
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// What the start did about the operator account (taken once).
+    pub fn take_bootstrap(&mut self) -> Option<BootstrapOutcome> {
+        self.bootstrap.take()
+    }
+
+    /// Stops accepting, lets in-flight requests finish until the shutdown deadline, closes the
+    /// rest, and releases the database.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "accept loop ended abnormally");
+        }
+        self.state.store.remove_server_marker();
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let semaphore = Arc::new(Semaphore::new(state.config.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+
+    loop {
+        // A permit first: past the cap, connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let state = state.clone();
+        let mut conn_shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            // hyper's header timer starts once it knows the protocol; until the first byte
+            // arrives the deadline is ours.
+            tokio::select! {
+                biased;
+                _ = conn_shutdown.changed() => return,
+                ready = first_byte(&stream, state.config.header_timeout) => if !ready { return },
+            }
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(serve_request(&state, req, peer).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let deadline = state.config.shutdown_timeout;
+    if tokio::time::timeout(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "drain deadline passed; closing the remaining connections"
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Waits until the client has sent something, at most `deadline`.
+async fn first_byte(stream: &TcpStream, deadline: Duration) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(
+        tokio::time::timeout(deadline, stream.peek(&mut probe)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}

@@ -1,0 +1,76 @@
+//! Schema versions and the ordered migrations that reach the newest one. They run at open, each
+//! in its own write transaction that also records the version it reached, so a crash leaves the
+//! database at some whole version. A database newer than this binary is refused.
+
+use redb::{Database, ReadableDatabase, TableHandle, WriteTransaction};
+
+use super::StoreError;
+use super::tables::*;
+
+/// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// `MIGRATIONS[i]` takes a database at version `i` to version `i + 1`.
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_tables_v1];
+
+/// Version 1: every table exists (redb creates a table on first open in a write transaction).
+fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(META)?;
+    txn.open_table(ORGS)?;
+    txn.open_table(ORG_SLUGS)?;
+    txn.open_table(USERS)?;
+    txn.open_table(USER_WALLETS)?;
+    txn.open_table(API_KEYS)?;
+    txn.open_table(API_KEY_HASHES)?;
+    txn.open_table(SESSIONS)?;
+    txn.open_table(LEDGER)?;
+    txn.open_table(LEDGER_IDEMPOTENCY)?;
+    txn.open_table(BALANCES)?;
+    Ok(())
+}
+
+/// The version recorded in the database; 0 for a new file.
+pub fn stored_version(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let exists = txn.list_tables()?.any(|t| t.name() == META.name());
+    if !exists {
+        return Ok(0);
+    }
+    let meta = txn.open_table(META)?;
+    Ok(meta
+        .get(SCHEMA_VERSION_KEY)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], or refuses one that is newer.
+pub fn migrate(db: &Database) -> Result<(), StoreError> {
+    let found = stored_version(db)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let reached = index as u64 + 1;
+        let txn = db.begin_write()?;
+        migration(&txn)?;
+        txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, reached)?;
+        txn.commit()?;
+        tracing::info!(version = reached, "database migrated");
+    }
+    Ok(())
+}
+
+/// Test support: writes a schema version as if a newer binary had migrated the file.
+pub fn force_schema_version(db: &Database, version: u64) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, version)?;
+    txn.commit()?;
+    Ok(())
+}

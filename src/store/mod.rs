@@ -1,0 +1,386 @@
+//! The redb store: opening the data directory, the single-process lock, migrations, and
+//! transaction helpers. One file per aggregate holds that aggregate's records and rules.
+//!
+//! Invariants: no transaction is held across an `.await` (async callers go through
+//! [`Store::read_blocking`]/[`Store::write_blocking`], which run on the blocking pool); a write
+//! closure that returns `Err` aborts its transaction, so a refused operation changes nothing.
+
+pub mod check;
+pub mod codec;
+pub mod keys;
+pub mod ledger;
+pub mod migrations;
+pub mod orgs;
+pub mod sessions;
+pub mod tables;
+pub mod users;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+pub use codec::CodecError;
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "eliza-cloud.redb";
+/// Written by `serve` while it holds the database, so offline commands can name the holder.
+pub const SERVER_MARKER_FILE: &str = "server.pid";
+
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process (normally a running `serve`) holds the database.
+    Locked {
+        holder: Option<String>,
+    },
+    NewerSchema {
+        found: u64,
+        supported: u64,
+    },
+    Io(String),
+    Db(String),
+    Codec(CodecError),
+    /// An index points at nothing, or a record is not what its table promises.
+    Corrupt(String),
+    /// A unique name (slug, wallet, key hash) is taken.
+    Conflict(&'static str),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Locked { holder: Some(h) } => {
+                write!(
+                    f,
+                    "the database is in use by a running eliza-cloud server ({h}); stop it first"
+                )
+            }
+            StoreError::Locked { holder: None } => write!(
+                f,
+                "the database is in use by another eliza-cloud process (a running server?); stop it first"
+            ),
+            StoreError::NewerSchema { found, supported } => write!(
+                f,
+                "the database has schema version {found}, newer than this binary supports ({supported}); run a newer eliza-cloud"
+            ),
+            StoreError::Io(e) => write!(f, "data directory: {e}"),
+            StoreError::Db(e) => write!(f, "database: {e}"),
+            StoreError::Codec(e) => write!(f, "stored record: {e}"),
+            StoreError::Corrupt(e) => write!(f, "database inconsistency: {e}"),
+            StoreError::Conflict(what) => write!(f, "{what} is already taken"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<CodecError> for StoreError {
+    fn from(e: CodecError) -> Self {
+        StoreError::Codec(e)
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { holder: None },
+            other => StoreError::Db(other.to_string()),
+        }
+    }
+}
+
+/// The open database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+/// Creates the data directory with mode 0700 if it is missing; an existing directory is left as
+/// the operator made it.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    // The umask may have cleared bits we asked for; it can never add any, but be exact.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`, takes the single-process lock, and runs
+    /// migrations. A lock held elsewhere is [`StoreError::Locked`], naming the server if it left
+    /// its marker file.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        ensure_data_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let db = Database::create(&path).map_err(|e| match StoreError::from(e) {
+            StoreError::Locked { .. } => StoreError::Locked {
+                holder: read_server_marker(dir),
+            },
+            other => other,
+        })?;
+        migrations::migrate(&db)?;
+        Ok(Store {
+            db: Arc::new(db),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing database only: offline commands must not create one by accident.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Io(format!(
+                "no database at {} (start `eliza-cloud serve` once, or pass --data)",
+                path.display()
+            )));
+        }
+        Store::open(dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.join(DATABASE_FILE)
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Runs `f` in a read transaction.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        f(&txn)
+    }
+
+    /// Runs `f` in a write transaction, committed durably if `f` succeeds and aborted otherwise.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        match f(&txn) {
+            Ok(value) => {
+                txn.commit().map_err(StoreError::from)?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(abort) = txn.abort() {
+                    tracing::error!(error = %abort, "aborting a write transaction failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Store::read`] on the blocking pool, for async handlers.
+    pub async fn read_blocking<T, E>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| E::from(StoreError::Db(format!("store task failed: {e}"))))?
+    }
+
+    /// [`Store::write`] on the blocking pool, for async handlers.
+    pub async fn write_blocking<T, E>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(f))
+            .await
+            .map_err(|e| E::from(StoreError::Db(format!("store task failed: {e}"))))?
+    }
+
+    /// Answers whether the database serves a read (for `/readyz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(tables::META)?;
+        Ok(())
+    }
+
+    /// redb's own integrity check (page checksums, tree structure). Needs the only handle.
+    pub fn check_file_integrity(self) -> Result<bool, StoreError> {
+        let mut db = Arc::try_unwrap(self.db)
+            .map_err(|_| StoreError::Db("the database has other users in this process".into()))?;
+        db.check_integrity().map_err(StoreError::from)
+    }
+
+    /// Writes the marker that names this server for offline commands; removed by
+    /// [`Store::remove_server_marker`] at shutdown.
+    pub fn write_server_marker(&self, listen: &str) -> Result<(), StoreError> {
+        let mut file = fs::File::create(self.dir.join(SERVER_MARKER_FILE))?;
+        writeln!(file, "pid {}, listening on {listen}", std::process::id())?;
+        Ok(())
+    }
+
+    pub fn remove_server_marker(&self) {
+        let _ = fs::remove_file(self.dir.join(SERVER_MARKER_FILE));
+    }
+}
+
+fn read_server_marker(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(SERVER_MARKER_FILE)).ok()?;
+    let line = text.lines().next()?.trim();
+    (!line.is_empty() && line.len() < 200).then(|| line.to_string())
+}
+
+/// Opening a table for reading from either kind of transaction, so lookups are written once.
+pub trait ReadTx {
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<'static, K, V>,
+    ) -> Result<impl redb::ReadableTable<K, V> + '_, StoreError>;
+}
+
+impl ReadTx for ReadTransaction {
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<'static, K, V>,
+    ) -> Result<impl redb::ReadableTable<K, V> + '_, StoreError> {
+        Ok(self.open_table(def)?)
+    }
+}
+
+impl ReadTx for WriteTransaction {
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<'static, K, V>,
+    ) -> Result<impl redb::ReadableTable<K, V> + '_, StoreError> {
+        Ok(self.open_table(def)?)
+    }
+}
+
+/// Reads and decodes one record from a table of encoded values.
+pub(crate) fn get_record<'a, K, T>(
+    table: &impl redb::ReadableTable<K, &'static [u8]>,
+    key: impl std::borrow::Borrow<K::SelfType<'a>>,
+) -> Result<Option<T>, StoreError>
+where
+    K: redb::Key + 'static,
+    T: serde::de::DeserializeOwned,
+{
+    match table.get(key)? {
+        Some(guard) => Ok(Some(codec::decode(guard.value())?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_private_dir_and_migrates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let store = Store::open(&dir).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(
+            migrations::stored_version(store.database()).unwrap(),
+            migrations::SCHEMA_VERSION
+        );
+        store.ping().unwrap();
+    }
+
+    #[test]
+    fn second_open_in_process_is_locked_and_names_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        store.write_server_marker("127.0.0.1:3000").unwrap();
+        match Store::open(tmp.path()) {
+            Err(StoreError::Locked { holder: Some(h) }) => assert!(h.contains("127.0.0.1:3000")),
+            other => panic!("expected a lock error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(tmp.path()).unwrap();
+            migrations::force_schema_version(store.database(), migrations::SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let err = Store::open(tmp.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NewerSchema { .. }), "{err:?}");
+        assert!(err.to_string().contains("newer than this binary"));
+    }
+
+    #[test]
+    fn failed_write_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let r: Result<(), StoreError> = store.write(|txn| {
+            txn.open_table(tables::BALANCES)?.insert(7u128, 5i64)?;
+            Err(StoreError::Corrupt("refused".into()))
+        });
+        assert!(r.is_err());
+        let v: Option<i64> = store
+            .read(|txn| {
+                Ok::<_, StoreError>(
+                    txn.open_table(tables::BALANCES)?
+                        .get(7u128)?
+                        .map(|g| g.value()),
+                )
+            })
+            .unwrap();
+        assert_eq!(v, None);
+    }
+}

@@ -1,0 +1,44 @@
+//! Every redb table the appliance keeps, in one place. The names carry a version: a table whose key
+//! or value layout changes gets a new name and a migration, never an in-place reinterpretation.
+//!
+//! Values of type `&[u8]` hold one record encoded by [`super::codec`]; ids are UUIDs as `u128`.
+
+use redb::TableDefinition;
+
+/// Metadata: `schema_version` (see `migrations.rs`) and `bootstrapped` (1 once the operator
+/// account exists, so a later start never creates or prints another key).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+
+/// Organization id → `OrgRecord`.
+pub const ORGS: TableDefinition<u128, &[u8]> = TableDefinition::new("orgs_v1");
+
+/// Organization slug → organization id. Enforces unique slugs.
+pub const ORG_SLUGS: TableDefinition<&str, u128> = TableDefinition::new("org_slugs_v1");
+
+/// User id → `UserRecord`.
+pub const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users_v1");
+
+/// Lowercase EVM address or base58 Solana address → user id. Enforces one account per wallet.
+pub const USER_WALLETS: TableDefinition<&str, u128> = TableDefinition::new("user_wallets_v1");
+
+/// API key id → `ApiKeyRecord` (display prefix and sha256 only, never the plaintext).
+pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_keys_v1");
+
+/// sha256(plaintext key) → API key id: the only way a presented key is found.
+pub const API_KEY_HASHES: TableDefinition<&[u8; 32], u128> =
+    TableDefinition::new("api_key_hashes_v1");
+
+/// sha256(session token) → `SessionRecord`.
+pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions_v1");
+
+/// (organization id, sequence number) → `LedgerEntry`. Sequence numbers start at 1 per
+/// organization and only grow, so a range scan is the organization's history in order.
+pub const LEDGER: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("ledger_v1");
+
+/// Idempotency key → the (organization id, sequence number) of the one entry that used it.
+pub const LEDGER_IDEMPOTENCY: TableDefinition<&str, (u128, u64)> =
+    TableDefinition::new("ledger_idempotency_v1");
+
+/// Organization id → balance in micro-dollars; always the sum of that organization's ledger rows,
+/// maintained in the same transaction as every row (checked by `eliza-cloud check`).
+pub const BALANCES: TableDefinition<u128, i64> = TableDefinition::new("balances_v1");

@@ -1,0 +1,16 @@
+//! The one integration-test binary: every test speaks HTTP to a real server on 127.0.0.1:0 with a
+//! temporary data directory (in-process through `support::TestServer`, or the real binary through
+//! `support::Binary`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod bootstrap;
+mod http_core;
+mod logging;
+mod offline;
+mod storage;
+mod support;

@@ -1,0 +1,315 @@
+//! Test entry points: [`TestServer`] (the real server in this process, with a [`ManualClock`])
+//! and [`Binary`] (the real `eliza-cloud` executable), plus a small HTTP client.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use eliza_cloud::bootstrap::BootstrapOutcome;
+use eliza_cloud::clock::{ManualClock, Timestamp};
+use eliza_cloud::config::ServeConfig;
+use eliza_cloud::server::{self, RunningServer};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// 2026-01-01T00:00:00Z, where every test clock starts.
+pub const T0: Timestamp = Timestamp(1_767_225_600_000);
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the SPEC §2 envelope with this status and code; answers the error object.
+    pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let json = self.json();
+        assert_eq!(json["error"]["code"], code, "{json}");
+        assert!(json["error"]["message"].is_string(), "{json}");
+        assert_eq!(
+            json["error"]["requestId"].as_str(),
+            self.header("x-request-id"),
+            "the envelope's requestId is the response's X-Request-Id"
+        );
+        json["error"].clone()
+    }
+}
+
+pub struct HttpClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new(addr: SocketAddr) -> HttpClient {
+        HttpClient {
+            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(body.into())).unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.request(Method::GET, path, headers, Bytes::new()).await
+    }
+}
+
+/// The real server in this process on 127.0.0.1:0, a temporary data directory and a fixed clock.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub config: ServeConfig,
+    pub operator_key: String,
+    server: Option<RunningServer>,
+    client: HttpClient,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::with_data_dir(dir.path().join("data"));
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        adjust(&mut config);
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut server = server::start(config.clone(), clock.clone()).await.unwrap();
+        let operator_key = match server.take_bootstrap() {
+            Some(BootstrapOutcome::Created {
+                new_key: Some(key), ..
+            }) => key.expose().to_string(),
+            Some(BootstrapOutcome::Created { new_key: None, .. }) => config
+                .bootstrap_key
+                .as_ref()
+                .map(|k| k.expose().to_string())
+                .unwrap(),
+            other => panic!("a fresh directory must bootstrap, got {other:?}"),
+        };
+        let client = HttpClient::new(server.local_addr());
+        TestServer {
+            dir,
+            clock,
+            config,
+            operator_key,
+            server: Some(server),
+            client,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running().local_addr()
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("server is running")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.client.get(path, headers).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
+        self.client.request(method, path, headers, body).await
+    }
+
+    /// Stops the server (drain included) and releases the database.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Stops and starts again on the same data directory (a new port).
+    pub async fn restart(&mut self) -> Option<BootstrapOutcome> {
+        self.stop().await;
+        let mut server = server::start(self.config.clone(), self.clock.clone())
+            .await
+            .unwrap();
+        self.client = HttpClient::new(server.local_addr());
+        let outcome = server.take_bootstrap();
+        self.server = Some(server);
+        outcome
+    }
+}
+
+pub fn binary_path() -> &'static str {
+    env!("CARGO_BIN_EXE_eliza-cloud")
+}
+
+/// Runs an offline subcommand of the real binary; answers (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary_path());
+    cmd.args(args).stdin(Stdio::null());
+    clear_eliza_env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn clear_eliza_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ELIZA_CLOUD_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// The real `eliza-cloud serve` as a child process; its stderr is collected as it arrives.
+pub struct Binary {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Binary {
+    /// Starts `serve --listen 127.0.0.1:0 --data DIR` plus `args`, and waits for its
+    /// "listening on" line (the server prints it once it accepts).
+    pub fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(binary_path());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        clear_eliza_env(&mut cmd);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let collected = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = collected.clone();
+        let reader = std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(addr) = line.trim().strip_prefix("eliza-cloud listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            sink.lock().unwrap().push_str(&rest);
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; stderr:\n{}",
+                    collected.lock().unwrap()
+                );
+            }
+        };
+        Binary {
+            child,
+            addr,
+            stderr: collected,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn client(&self) -> HttpClient {
+        HttpClient::new(self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit; answers (exit code, everything it wrote to stderr).
+    pub fn terminate(mut self) -> (i32, String) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        (exit.code().unwrap_or(-1), stderr)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    (tmp, data)
+}
