@@ -77,9 +77,19 @@ pub struct KeysArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum KeysCommand {
+    Generate(KeysGenerateArgs),
     Create(KeysCreateArgs),
     List(KeysListArgs),
     Revoke(KeysRevokeArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "generate")]
+/// print a new well-formed key without storing it anywhere (for ELIZA_CLOUD_BOOTSTRAP_KEY)
+pub struct KeysGenerateArgs {
+    /// key type: live or test (default live)
+    #[argh(option, long = "type", default = "String::from(\"live\")")]
+    pub key_type: String,
 }
 
 #[derive(FromArgs, Debug)]

@@ -77,16 +77,24 @@ fn time(millis: i64) -> String {
 
 pub fn keys(args: KeysArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
     match args.command {
+        KeysCommand::Generate(a) => {
+            let key_type = parse_key_type(&a.key_type)?;
+            writeln!(out, "{}", generate_key(key_type).expose())?;
+            Ok(())
+        }
         KeysCommand::Create(a) => keys_create(a, env, out),
         KeysCommand::List(a) => keys_list(a, env, out),
         KeysCommand::Revoke(a) => keys_revoke(a, env, out),
     }
 }
 
+fn parse_key_type(text: &str) -> Result<KeyType, CommandError> {
+    KeyType::parse(text)
+        .ok_or_else(|| CommandError::Failed(format!("--type {text:?}: use live or test")))
+}
+
 fn keys_create(args: KeysCreateArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
-    let key_type = KeyType::parse(&args.key_type).ok_or_else(|| {
-        CommandError::Failed(format!("--type {:?}: use live or test", args.key_type))
-    })?;
+    let key_type = parse_key_type(&args.key_type)?;
     let name = args.name.unwrap_or_else(|| "CLI key".into());
     if name.is_empty() || name.chars().count() > 100 {
         return Err(CommandError::Failed(

@@ -161,15 +161,15 @@ pub fn parse_key(text: &str) -> Result<KeyType, KeyFormatError> {
     if text.len() != KEY_LEN {
         return Err(KeyFormatError::Length);
     }
-    let (body, checksum) = text.split_at(PREFIX_LEN + RANDOM_LEN);
-    let random = body.get(PREFIX_LEN..).ok_or(KeyFormatError::Length)?;
-    if !random
-        .bytes()
-        .chain(checksum.bytes())
-        .all(|b| b.is_ascii_alphanumeric())
-    {
+    // The alphabet is checked on bytes before any split: a multi-byte character straddling the
+    // checksum boundary must be an error, not a panic (found by the credential_headers fuzzer).
+    let after_prefix = text.as_bytes().get(PREFIX_LEN..).unwrap_or_default();
+    if !after_prefix.iter().all(u8::is_ascii_alphanumeric) {
         return Err(KeyFormatError::Alphabet);
     }
+    let (body, checksum) = text
+        .split_at_checked(PREFIX_LEN + RANDOM_LEN)
+        .ok_or(KeyFormatError::Length)?;
     if checksum.as_bytes() != checksum_chars(body) {
         return Err(KeyFormatError::Checksum);
     }
@@ -239,6 +239,11 @@ mod tests {
             Err(KeyFormatError::Alphabet)
         );
         assert_eq!(parse_key(&format!("{good}é")), Err(KeyFormatError::Length));
+        // 54 bytes with a two-byte character across the checksum boundary (fuzzer find).
+        let straddling = format!("ek_test_{}7\u{301}4&LIW", "0".repeat(38));
+        assert!(!straddling.is_char_boundary(48));
+        assert_eq!(straddling.len(), KEY_LEN);
+        assert_eq!(parse_key(&straddling), Err(KeyFormatError::Alphabet));
         assert_eq!(classify_presented_key(&good[..20]), None);
         assert_eq!(
             classify_presented_key(&format!("eliza_{}", "a".repeat(64))),
@@ -262,6 +267,16 @@ mod tests {
             bytes[position] = replacement;
             let changed = String::from_utf8(bytes).unwrap();
             prop_assert_eq!(parse_key(&changed), Err(KeyFormatError::Checksum));
+        }
+
+        #[test]
+        fn a_multibyte_character_anywhere_is_rejected(at in 0usize..=44, c in "[^\\x00-\\x7f]") {
+            // Exactly 54 bytes whatever the character's width: the length check passes and the
+            // alphabet check must refuse it without slicing inside the character.
+            let filler = KEY_LEN - PREFIX_LEN - c.len();
+            let key = format!("ek_live_{}{c}{}", "a".repeat(at.min(filler)), "a".repeat(filler - at.min(filler)));
+            prop_assert_eq!(key.len(), KEY_LEN);
+            prop_assert_eq!(parse_key(&key), Err(KeyFormatError::Alphabet));
         }
 
         #[test]

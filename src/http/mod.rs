@@ -214,15 +214,40 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    /// Collects log output in memory for one test.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[tokio::test]
-    async fn a_panicking_handler_is_answered_500() {
+    async fn a_panicking_handler_is_answered_500_and_logged() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
         let handler = async {
             if true {
-                panic!("boom");
+                panic!("boom with secret-ish data");
             }
             Ok(Response::new(empty()))
         };
         let response = catch_panics(handler, "req_x").await;
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("handler panicked"), "{logged}");
+        assert!(logged.contains("req_x"), "{logged}");
+        assert!(!logged.contains("secret-ish"), "{logged}");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -51,9 +51,11 @@ async fn first_start_prints_one_key_and_a_second_start_prints_nothing() {
 
 #[tokio::test]
 async fn a_provided_bootstrap_key_is_registered_instead() {
-    let provided =
-        eliza_cloud::auth::api_key::generate_key(eliza_cloud::store::keys::KeyType::Live);
-    let provided = provided.expose().to_string();
+    // `keys generate` makes a well-formed key without any database.
+    let (code, out, _) = run_cli(&["keys", "generate"], &[]);
+    assert_eq!(code, 0);
+    let provided = out.trim().to_string();
+    eliza_cloud::auth::api_key::parse_key(&provided).unwrap();
     let (_tmp, data) = temp_data_dir();
     let server = Binary::serve(&data, &[], &[("ELIZA_CLOUD_BOOTSTRAP_KEY", &provided)]);
     let r = server
