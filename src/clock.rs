@@ -57,6 +57,98 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of [`civil_from_days`]).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+fn digits(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    bytes.iter().try_fold(0u32, |acc, b| {
+        acc.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+    })
+}
+
+/// Parses an RFC 3339 date-time (`2026-01-01T00:00:00Z`, `…T00:00:00.123+02:00`): four-digit
+/// year, an existing calendar date (no 30 February), hours 0–23, minutes and seconds 0–59,
+/// optional fraction (milliseconds kept, more digits truncated), and `Z` or `±HH:MM`. `T`/`Z` may
+/// be lowercase as RFC 3339 allows. Anything else is `None`.
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b.len() > 40 {
+        return None;
+    }
+    let field = |from: usize, to: usize| b.get(from..to).and_then(digits);
+    let year = i64::from(field(0, 4)?);
+    let (month, day) = (field(5, 7)?, field(8, 10)?);
+    let (hour, minute, second) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut rest = b.get(19..)?;
+    let mut millis = 0i64;
+    if let [b'.', tail @ ..] = rest {
+        let n = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        for (i, c) in tail.iter().take(3).enumerate().take(n) {
+            millis += i64::from(c - b'0') * [100, 10, 1].get(i).copied().unwrap_or(0);
+        }
+        rest = tail.get(n..)?;
+    }
+    let offset_minutes: i64 = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = i64::from(digits(&[*h1, *h2])?);
+            let mins = i64::from(digits(&[*m1, *m2])?);
+            if hours > 23 || mins > 59 {
+                return None;
+            }
+            let total = hours * 60 + mins;
+            if *sign == b'-' { -total } else { total }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+        - offset_minutes * 60;
+    Some(Timestamp(secs * 1000 + millis))
+}
+
 /// Where the server reads the time. Production uses [`SystemClock`]; tests use [`ManualClock`].
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
@@ -123,6 +215,59 @@ mod tests {
             "2000-02-29T00:00:00.000Z"
         );
         assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(
+            parse_rfc3339("2026-11-23T08:30:00.123Z"),
+            Some(Timestamp(1_795_422_600_123))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-23T10:30:00+02:00"),
+            Some(Timestamp(1_795_422_600_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-23t08:30:00.1234567z"),
+            Some(Timestamp(1_795_422_600_123))
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00Z"),
+            Some(Timestamp(951_782_400_000))
+        );
+        for bad in [
+            "2001-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-00-10T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:60:00Z",
+            "2026-01-01T00:00:60Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00+0200",
+            "2026-01-01T00:00:00+24:00",
+            "26-01-01T00:00:00Z",
+            "+2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Zjunk",
+            "２０２６-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_round_trips(millis in -62_135_596_800_000i64..253_402_300_799_999) {
+            let t = Timestamp(millis);
+            proptest::prop_assert_eq!(parse_rfc3339(&t.to_rfc3339()), Some(t));
+        }
+
+        #[test]
+        fn rfc3339_never_panics(text in ".{0,45}") {
+            let _ = parse_rfc3339(&text);
+        }
     }
 
     #[test]

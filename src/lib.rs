@@ -11,6 +11,7 @@ pub mod config;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod money;
@@ -18,6 +19,7 @@ pub mod offline;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod usage;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -55,6 +55,34 @@ pub struct RunningServer {
     bootstrap: Option<BootstrapOutcome>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    stop_flusher: tokio::sync::oneshot::Sender<()>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+/// How often batched usage counters reach the store (SPEC §1: at least every second).
+pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn flush_usage(state: &Arc<AppState>) {
+    let state = state.clone();
+    let flushed = tokio::task::spawn_blocking(move || state.usage.flush(&state.store)).await;
+    match flushed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "usage flush failed; will retry"),
+        Err(e) => tracing::error!(error = %e, "usage flush task failed"),
+    }
+}
+
+/// Flushes usage counters every interval, and once more when told to stop (after the drain).
+async fn usage_flusher(state: Arc<AppState>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => flush_usage(&state).await,
+        }
+    }
+    flush_usage(&state).await;
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -101,6 +129,8 @@ pub async fn start(
     let state = Arc::new(AppState::new(config, store, clock));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
+    let (stop_flusher, stop_rx) = tokio::sync::oneshot::channel();
+    let flusher = tokio::spawn(usage_flusher(state.clone(), stop_rx));
     tracing::info!(address = %local_addr, "listening");
     Ok(RunningServer {
         local_addr,
@@ -108,6 +138,8 @@ pub async fn start(
         bootstrap: Some(outcome),
         shutdown,
         task,
+        stop_flusher,
+        flusher,
     })
 }
 
@@ -126,11 +158,15 @@ impl RunningServer {
     }
 
     /// Stops accepting, lets in-flight requests finish until the shutdown deadline, closes the
-    /// rest, and releases the database.
+    /// rest, flushes the usage counters, and releases the database.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "accept loop ended abnormally");
+        }
+        let _ = self.stop_flusher.send(());
+        if let Err(e) = self.flusher.await {
+            tracing::error!(error = %e, "usage flusher ended abnormally");
         }
         self.state.store.remove_server_marker();
         tracing::info!("stopped");

@@ -1,11 +1,20 @@
-//! The state every request sees: configuration, store, clock and metrics.
+//! The state every request sees: configuration, store, clock, metrics, and the in-memory parts
+//! (key cache, rate-limit buckets, usage counters).
 
 use std::sync::Arc;
 
+use crate::auth::key_cache::KeyCache;
 use crate::clock::{Clock, Timestamp};
 use crate::config::ServeConfig;
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::usage::UsageRecorder;
+
+/// Most keys kept in the lookup cache.
+pub const KEY_CACHE_CAPACITY: u64 = 100_000;
+/// Most rate-limit buckets kept at once.
+pub const MAX_BUCKETS: u64 = 200_000;
 
 pub struct AppState {
     pub config: ServeConfig,
@@ -13,6 +22,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub started_at: Timestamp,
+    pub key_cache: KeyCache,
+    pub limiter: RateLimiter,
+    pub usage: UsageRecorder,
 }
 
 impl AppState {
@@ -24,6 +36,9 @@ impl AppState {
             clock,
             metrics: Metrics::default(),
             started_at,
+            key_cache: KeyCache::new(KEY_CACHE_CAPACITY),
+            limiter: RateLimiter::new(MAX_BUCKETS),
+            usage: UsageRecorder::default(),
         }
     }
 

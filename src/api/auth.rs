@@ -11,10 +11,10 @@ use crate::http::body::{Body, json_body};
 pub fn whoami(principal: &Principal) -> Response<Body> {
     let mut body = json!({
         "authMethod": principal.method.as_str(),
-        "user": user_view(&principal.user),
-        "organization": org_view(&principal.organization, None),
+        "user": user_view(principal.user()),
+        "organization": org_view(principal.organization(), None),
     });
-    if let (Some(key), Some(obj)) = (&principal.api_key, body.as_object_mut()) {
+    if let (Some(key), Some(obj)) = (principal.api_key(), body.as_object_mut()) {
         obj.insert("apiKey".into(), key_summary_view(key));
     }
     json_body(StatusCode::OK, &body)

@@ -2,6 +2,9 @@
 //! a table themselves: they call the store's aggregate functions.
 
 pub mod auth;
+pub mod dashboard;
+pub mod input;
+pub mod keys;
 pub mod ops;
 
 use serde_json::{Value, json};
@@ -12,7 +15,7 @@ use crate::store::keys::ApiKeyRecord;
 use crate::store::orgs::OrgRecord;
 use crate::store::users::UserRecord;
 
-fn time(millis: i64) -> Value {
+pub fn time(millis: i64) -> Value {
     Value::String(Timestamp(millis).to_rfc3339())
 }
 

@@ -5,6 +5,10 @@
 
 pub mod api_key;
 pub mod header;
+pub mod key_cache;
+pub mod permissions;
+
+use std::sync::Arc;
 
 use http::HeaderMap;
 
@@ -13,6 +17,8 @@ use crate::store::StoreError;
 use crate::store::keys::{ApiKeyRecord, find_key_by_hash};
 use crate::store::orgs::{OrgRecord, get_org};
 use crate::store::users::{UserRecord, get_user};
+use key_cache::KeyIdentity;
+use permissions::Access;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -31,9 +37,25 @@ impl AuthMethod {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub method: AuthMethod,
-    pub user: UserRecord,
-    pub organization: OrgRecord,
-    pub api_key: Option<ApiKeyRecord>,
+    /// What this credential may do (an unrestricted key, a session or a wallet: everything).
+    pub access: Access,
+    identity: Arc<KeyIdentity>,
+}
+
+impl Principal {
+    pub fn user(&self) -> &UserRecord {
+        &self.identity.user
+    }
+
+    pub fn organization(&self) -> &OrgRecord {
+        &self.identity.organization
+    }
+
+    pub fn api_key(&self) -> Option<&ApiKeyRecord> {
+        match self.method {
+            AuthMethod::ApiKey => Some(&self.identity.key),
+        }
+    }
 }
 
 /// Why authentication failed: both labels are static, for logs and `/metrics`.
@@ -93,53 +115,63 @@ pub async fn authenticate(
     }
 }
 
-enum KeyLookup {
-    Found(Box<(ApiKeyRecord, Option<OrgRecord>, Option<UserRecord>)>),
-    Unknown,
-}
-
-async fn authenticate_api_key(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
-    // A malformed or wrong-checksum `ek_` key is refused before any database work.
-    if api_key::classify_presented_key(token).is_none() {
-        return Err(AuthFailure::api_key("malformed_key"));
-    }
+/// Looks a key up by hash: from the cache, else from the store (then cached).
+async fn lookup_key(state: &AppState, token: &str) -> Result<Arc<KeyIdentity>, AuthFailure> {
     let hash = api_key::hash_secret(token);
-    let lookup = state
+    if let Some(found) = state.key_cache.get(&hash) {
+        return Ok(found);
+    }
+    let epoch = state.key_cache.epoch();
+    let found = state
         .store
         .read_blocking(move |txn| {
             let Some(key) = find_key_by_hash(txn, &hash)? else {
-                return Ok::<_, StoreError>(KeyLookup::Unknown);
+                return Ok::<_, StoreError>(None);
             };
             let org = get_org(txn, key.organization_id)?;
             let user = get_user(txn, key.user_id)?;
-            Ok(KeyLookup::Found(Box::new((key, org, user))))
+            Ok(org.zip(user).map(|(organization, user)| KeyIdentity {
+                key,
+                organization,
+                user,
+            }))
         })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "API key lookup failed");
             AuthFailure::api_key("store_error")
         })?;
-    let (key, org, user) = match lookup {
-        KeyLookup::Found(found) => *found,
-        KeyLookup::Unknown => return Err(AuthFailure::api_key("unknown_key")),
-    };
+    let identity = Arc::new(found.ok_or(AuthFailure::api_key("unknown_key"))?);
+    state
+        .key_cache
+        .insert_if_current(hash, identity.clone(), epoch);
+    Ok(identity)
+}
+
+async fn authenticate_api_key(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
+    // A malformed or wrong-checksum `ek_` key is refused before any cache or database work.
+    if api_key::classify_presented_key(token).is_none() {
+        return Err(AuthFailure::api_key("malformed_key"));
+    }
+    let identity = lookup_key(state, token).await?;
+    let key = &identity.key;
     if !key.is_active {
         return Err(AuthFailure::api_key("inactive_key"));
     }
+    // Expiry is checked against the clock on every request, cached or not.
     if key.expires_at.is_some_and(|at| at <= state.now().millis()) {
         return Err(AuthFailure::api_key("expired_key"));
     }
-    let organization = org
-        .filter(|o| o.is_active)
-        .ok_or(AuthFailure::api_key("inactive_organization"))?;
-    let user = user
-        .filter(|u| u.is_active)
-        .ok_or(AuthFailure::api_key("inactive_user"))?;
+    if !identity.organization.is_active {
+        return Err(AuthFailure::api_key("inactive_organization"));
+    }
+    if !identity.user.is_active || identity.user.organization_id != key.organization_id {
+        return Err(AuthFailure::api_key("inactive_user"));
+    }
     Ok(Principal {
         method: AuthMethod::ApiKey,
-        user,
-        organization,
-        api_key: Some(key),
+        access: Access::from_stored(&key.permissions),
+        identity,
     })
 }
 

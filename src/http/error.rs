@@ -152,6 +152,21 @@ impl ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict(what) => ApiError::Conflict {
+                message: format!("{what} is already taken"),
+                details: None,
+            },
+            other => {
+                tracing::error!(error = %other, "store operation failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

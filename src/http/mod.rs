@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+pub mod query;
 pub mod route;
 
 use std::future::Future;
@@ -11,12 +12,14 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::api;
-use crate::auth;
+use crate::auth::permissions::{Access as Permissions, Level};
+use crate::auth::{self, Principal};
+use crate::limits::{BucketKey, Decision, plan_limit};
 use crate::state::AppState;
-use body::{Body, declared_length_exceeds, empty};
+use body::{Body, declared_length_exceeds, empty, read_capped};
 use error::ApiError;
 use route::{Access, Route, parse_route};
 
@@ -73,7 +76,8 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = parse_route(&method, &path);
-    let mut response = catch_panics(respond(state, route, req, peer), &request_id).await;
+    let mut response =
+        catch_panics(respond(state, route, req, peer, &request_id), &request_id).await;
     finish_headers(
         response.headers_mut(),
         &request_id,
@@ -94,20 +98,31 @@ where
     response
 }
 
-/// Awaits a handler; an `Err` becomes its envelope and a panic becomes a logged 500.
+/// Awaits a handler; a panic becomes a logged 500 in the envelope.
 pub async fn catch_panics(
-    handler: impl Future<Output = Result<Response<Body>, ApiError>>,
+    handler: impl Future<Output = Response<Body>>,
     request_id: &str,
 ) -> Response<Body> {
     match AssertUnwindSafe(handler).catch_unwind().await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => error.into_response(request_id),
+        Ok(response) => response,
         Err(_) => {
             // The payload is not logged: a panic message may hold request data.
             tracing::error!(request_id = %request_id, "handler panicked; answered 500");
             ApiError::Internal.into_response(request_id)
         }
     }
+}
+
+fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(decision.reset_unix_secs),
+    );
 }
 
 fn finish_headers(headers: &mut HeaderMap, request_id: &str, is_api: bool) {
@@ -154,59 +169,162 @@ fn preflight() -> Response<Body> {
     response
 }
 
+/// The whole answer to one request: errors become their envelope, and a request that drew on
+/// a bucket carries the `X-RateLimit-*` headers whatever its status.
 async fn respond<B>(
     state: &AppState,
     route: Route,
     req: Request<B>,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut rate = None;
+    let mut response = match dispatch(state, route, req, peer, &mut rate).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(request_id),
+    };
+    if let Some(decision) = &rate {
+        rate_limit_headers(response.headers_mut(), decision);
+    }
+    response
+}
+
+fn need(principal: &Option<Principal>) -> Result<&Principal, ApiError> {
+    principal.as_ref().ok_or(ApiError::Unauthorized)
+}
+
+/// Authenticates when the route needs it, logging and counting the precise failure.
+async fn authenticate_for(
+    state: &AppState,
+    route: Route,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    if route.access() == Access::Public {
+        return Ok(None);
+    }
+    match auth::authenticate(state, headers).await {
+        Ok(Some(principal)) => Ok(Some(principal)),
+        Ok(None) => {
+            state
+                .metrics
+                .record_auth_failure("none", "missing_credential");
+            tracing::info!(route = route.name(), "authentication failed: no credential");
+            Err(ApiError::Unauthorized)
+        }
+        Err(failure) => {
+            state
+                .metrics
+                .record_auth_failure(failure.method, failure.reason);
+            tracing::info!(
+                route = route.name(),
+                method = failure.method,
+                reason = failure.reason,
+                "authentication failed"
+            );
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+/// The bucket a principal draws from and its limit (SPEC §8): a key's own `rateLimit`, else
+/// its organization's plan; credentials without a key use one bucket per user.
+pub fn bucket_for(principal: &Principal) -> (BucketKey, u32) {
+    let plan = plan_limit(principal.organization());
+    match principal.api_key() {
+        Some(key) => (BucketKey::ApiKey(key.id), key.rate_limit.unwrap_or(plan)),
+        None => (BucketKey::User(principal.user().id), plan),
+    }
+}
+
+/// The route's declared access against what the credential may do.
+fn check_access(access: Access, principal: &Principal, method: &Method) -> Result<(), ApiError> {
+    match access {
+        Access::Public | Access::AnyCredential => Ok(()),
+        Access::Permission(resource) => {
+            let level = Level::of_method(method);
+            if principal.access.allows(resource, level) {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden {
+                    message: "This credential does not have the permission this route needs".into(),
+                    required: Some(resource.required(level)),
+                })
+            }
+        }
+        Access::Unrestricted => match principal.access {
+            Permissions::Unrestricted => Ok(()),
+            Permissions::Restricted(_) => Err(ApiError::Forbidden {
+                message: "Only a credential without a permission list can manage API keys".into(),
+                required: Some("unrestricted".into()),
+            }),
+        },
+    }
+}
+
+async fn dispatch<B>(
+    state: &AppState,
+    route: Route,
+    req: Request<B>,
     _peer: SocketAddr,
+    rate: &mut Option<Decision>,
 ) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let cap = state.config.max_body_bytes;
     // Refused from the declared length before a byte of the body is read.
-    if declared_length_exceeds(req.headers(), state.config.max_body_bytes) {
-        return Err(ApiError::PayloadTooLarge {
-            limit: state.config.max_body_bytes,
-        });
+    if declared_length_exceeds(req.headers(), cap) {
+        return Err(ApiError::PayloadTooLarge { limit: cap });
     }
-    let principal = match route.access() {
-        Access::Public => None,
-        Access::AnyCredential => match auth::authenticate(state, req.headers()).await {
-            Ok(Some(principal)) => Some(principal),
-            Ok(None) => {
-                state
-                    .metrics
-                    .record_auth_failure("none", "missing_credential");
-                tracing::info!(route = route.name(), "authentication failed: no credential");
-                return Err(ApiError::Unauthorized);
-            }
-            Err(failure) => {
-                state
-                    .metrics
-                    .record_auth_failure(failure.method, failure.reason);
-                tracing::info!(
-                    route = route.name(),
-                    method = failure.method,
-                    reason = failure.reason,
-                    "authentication failed"
-                );
-                return Err(ApiError::Unauthorized);
-            }
-        },
-    };
-    let response = match (route, principal) {
-        (Route::Healthz, _) => api::ops::healthz(),
-        (Route::Readyz, _) => api::ops::readyz(state).await?,
-        (Route::Metrics, _) => api::ops::metrics(state),
-        (Route::CorsPreflight, _) => preflight(),
-        (Route::Whoami, Some(principal)) => api::auth::whoami(&principal),
-        (Route::NotFound, _) => return Err(ApiError::NotFound),
-        (Route::MethodNotAllowed { allow }, _) => return Err(ApiError::MethodNotAllowed { allow }),
-        // A route whose access demands a principal always has one here.
-        (Route::Whoami, None) => return Err(ApiError::Unauthorized),
-    };
-    Ok(response)
+    let principal = authenticate_for(state, route, req.headers()).await?;
+    if let Some(principal) = &principal {
+        let now = state.now();
+        let (bucket, limit) = bucket_for(principal);
+        let decision = state.limiter.take(bucket, limit, now);
+        *rate = Some(decision);
+        if !decision.allowed {
+            state.metrics.record_rate_limited();
+            return Err(ApiError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            });
+        }
+        check_access(route.access(), principal, req.method())?;
+        state.usage.record(
+            principal.api_key().map(|k| k.id),
+            principal.organization().id,
+            now,
+        );
+    }
+    let (parts, body) = req.into_parts();
+    match route {
+        Route::Healthz => Ok(api::ops::healthz()),
+        Route::Readyz => api::ops::readyz(state).await,
+        Route::Metrics => Ok(api::ops::metrics(state)),
+        Route::CorsPreflight => Ok(preflight()),
+        Route::Whoami => Ok(api::auth::whoami(need(&principal)?)),
+        Route::Dashboard => api::dashboard::dashboard(state, need(&principal)?, *rate).await,
+        Route::Credits => {
+            api::dashboard::credits(state, need(&principal)?, parts.uri.query()).await
+        }
+        Route::ApiKeys if parts.method == Method::POST => {
+            let body = read_capped(body, cap).await?;
+            api::keys::create(state, need(&principal)?, &body).await
+        }
+        Route::ApiKeys => api::keys::list(state, need(&principal)?).await,
+        Route::ApiKey(id) if parts.method == Method::PATCH => {
+            let body = read_capped(body, cap).await?;
+            api::keys::update(state, need(&principal)?, id, &body).await
+        }
+        Route::ApiKey(id) => api::keys::delete(state, need(&principal)?, id).await,
+        Route::ApiKeyRegenerate(id) => api::keys::regenerate(state, need(&principal)?, id).await,
+        Route::NotFound => Err(ApiError::NotFound),
+        Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
+    }
 }
 
 #[cfg(test)]
@@ -241,7 +359,7 @@ mod tests {
             if true {
                 panic!("boom with secret-ish data");
             }
-            Ok(Response::new(empty()))
+            Response::new(empty())
         };
         let response = catch_panics(handler, "req_x").await;
         let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -3,6 +3,9 @@
 //! route cannot be added without deciding who may call it.
 
 use http::Method;
+use uuid::Uuid;
+
+use crate::auth::permissions::Resource;
 
 /// What a route needs from the caller before its handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +14,11 @@ pub enum Access {
     Public,
     /// Any valid credential of any method (SPEC §4's last row).
     AnyCredential,
+    /// A credential whose permissions allow this resource at the method's level
+    /// (GET/HEAD read, others write).
+    Permission(Resource),
+    /// A credential without a permission list: key management (SPEC §4).
+    Unrestricted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +29,13 @@ pub enum Route {
     /// `OPTIONS` on anything under `/api/`.
     CorsPreflight,
     Whoami,
+    Dashboard,
+    Credits,
+    /// `GET` lists, `POST` creates.
+    ApiKeys,
+    /// `PATCH` updates, `DELETE` deletes.
+    ApiKey(Uuid),
+    ApiKeyRegenerate(Uuid),
     NotFound,
     MethodNotAllowed {
         allow: &'static str,
@@ -32,6 +47,12 @@ const MAX_SEGMENTS: usize = 8;
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const GET_ALLOW: &str = "GET, HEAD";
+const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
+const GET_POST_ALLOW: &str = "GET, HEAD, POST";
+const PATCH_DELETE: &[Method] = &[Method::PATCH, Method::DELETE];
+const PATCH_DELETE_ALLOW: &str = "PATCH, DELETE";
+const POST: &[Method] = &[Method::POST];
+const POST_ALLOW: &str = "POST";
 
 impl Route {
     /// Stable, low-cardinality label for logs and metrics.
@@ -42,6 +63,11 @@ impl Route {
             Route::Metrics => "metrics",
             Route::CorsPreflight => "cors_preflight",
             Route::Whoami => "auth_whoami",
+            Route::Dashboard => "dashboard",
+            Route::Credits => "credits",
+            Route::ApiKeys => "api_keys",
+            Route::ApiKey(_) => "api_key",
+            Route::ApiKeyRegenerate(_) => "api_key_regenerate",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -53,7 +79,8 @@ impl Route {
             Route::CorsPreflight | Route::NotFound | Route::MethodNotAllowed { .. } => {
                 Access::Public
             }
-            Route::Whoami => Access::AnyCredential,
+            Route::Whoami | Route::Dashboard | Route::Credits => Access::AnyCredential,
+            Route::ApiKeys | Route::ApiKey(_) | Route::ApiKeyRegenerate(_) => Access::Unrestricted,
         }
     }
 }
@@ -86,6 +113,14 @@ fn segments(path: &str) -> Option<([&str; MAX_SEGMENTS], usize)> {
     Some((out, count))
 }
 
+/// An id segment: a UUID in its hyphenated form, else no route matches.
+fn id(segment: &str) -> Option<Uuid> {
+    if segment.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(segment).ok()
+}
+
 /// The whole routing table.
 pub fn parse_route(method: &Method, path: &str) -> Route {
     let Some((segs, count)) = segments(path) else {
@@ -99,7 +134,21 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
         ["healthz"] => only(method, GET, GET_ALLOW, Route::Healthz),
         ["readyz"] => only(method, GET, GET_ALLOW, Route::Readyz),
         ["metrics"] => only(method, GET, GET_ALLOW, Route::Metrics),
-        ["api", "v1", "auth", "whoami"] => only(method, GET, GET_ALLOW, Route::Whoami),
+        ["api", "v1", rest @ ..] => match rest {
+            ["auth", "whoami"] => only(method, GET, GET_ALLOW, Route::Whoami),
+            ["dashboard"] => only(method, GET, GET_ALLOW, Route::Dashboard),
+            ["credits"] => only(method, GET, GET_ALLOW, Route::Credits),
+            ["api-keys"] => only(method, GET_POST, GET_POST_ALLOW, Route::ApiKeys),
+            ["api-keys", key] => match id(key) {
+                Some(key) => only(method, PATCH_DELETE, PATCH_DELETE_ALLOW, Route::ApiKey(key)),
+                None => Route::NotFound,
+            },
+            ["api-keys", key, "regenerate"] => match id(key) {
+                Some(key) => only(method, POST, POST_ALLOW, Route::ApiKeyRegenerate(key)),
+                None => Route::NotFound,
+            },
+            _ => Route::NotFound,
+        },
         _ => Route::NotFound,
     }
 }
@@ -164,9 +213,60 @@ mod tests {
     }
 
     #[test]
+    fn api_key_routes() {
+        let id = "6f1c1f52-4f0e-4d8e-9a53-0c6f1b3f9a11";
+        let uuid = Uuid::parse_str(id).unwrap();
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/api-keys"),
+            Route::ApiKeys
+        );
+        assert_eq!(
+            parse_route(&Method::POST, "/api/v1/api-keys"),
+            Route::ApiKeys
+        );
+        assert_eq!(
+            parse_route(&Method::PUT, "/api/v1/api-keys"),
+            Route::MethodNotAllowed {
+                allow: GET_POST_ALLOW
+            }
+        );
+        assert_eq!(
+            parse_route(&Method::PATCH, &format!("/api/v1/api-keys/{id}")),
+            Route::ApiKey(uuid)
+        );
+        assert_eq!(
+            parse_route(&Method::GET, &format!("/api/v1/api-keys/{id}")),
+            Route::MethodNotAllowed {
+                allow: PATCH_DELETE_ALLOW
+            }
+        );
+        assert_eq!(
+            parse_route(&Method::POST, &format!("/api/v1/api-keys/{id}/regenerate")),
+            Route::ApiKeyRegenerate(uuid)
+        );
+        for bad in [
+            "not-a-uuid",
+            "6f1c1f524f0e4d8e9a530c6f1b3f9a11",
+            "{6f1c1f52-4f0e-4d8e-9a53-0c6f1b3f9a1}",
+        ] {
+            assert_eq!(
+                parse_route(&Method::DELETE, &format!("/api/v1/api-keys/{bad}")),
+                Route::NotFound
+            );
+        }
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/dashboard"),
+            Route::Dashboard
+        );
+        assert_eq!(parse_route(&Method::GET, "/api/v1/credits"), Route::Credits);
+    }
+
+    #[test]
     fn declared_access() {
         assert_eq!(Route::Whoami.access(), Access::AnyCredential);
         assert_eq!(Route::Healthz.access(), Access::Public);
+        assert_eq!(Route::ApiKeys.access(), Access::Unrestricted);
+        assert_eq!(Route::Credits.access(), Access::AnyCredential);
     }
 
     proptest! {

@@ -8,14 +8,14 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes a database at version `i` to version `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_tables_v1];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_tables_v1, add_usage_daily_v2];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
 fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -30,6 +30,12 @@ fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(LEDGER)?;
     txn.open_table(LEDGER_IDEMPOTENCY)?;
     txn.open_table(BALANCES)?;
+    Ok(())
+}
+
+/// Version 2: per-organization daily request counts for the dashboard.
+fn add_usage_daily_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(USAGE_DAILY)?;
     Ok(())
 }
 
@@ -49,6 +55,11 @@ pub fn stored_version(db: &Database) -> Result<u64, StoreError> {
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses one that is newer.
 pub fn migrate(db: &Database) -> Result<(), StoreError> {
+    migrate_to(db, SCHEMA_VERSION)
+}
+
+/// Runs the migrations up to `target` (tests use it to build an older database).
+pub fn migrate_to(db: &Database, target: u64) -> Result<(), StoreError> {
     let found = stored_version(db)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
@@ -56,7 +67,13 @@ pub fn migrate(db: &Database) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let steps = target.saturating_sub(found) as usize;
+    for (index, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(found as usize)
+        .take(steps)
+    {
         let reached = index as u64 + 1;
         let txn = db.begin_write()?;
         migration(&txn)?;
@@ -73,4 +90,53 @@ pub fn force_schema_version(db: &Database, version: u64) -> Result<(), StoreErro
     txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, version)?;
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::orgs::{OrgRecord, Plan, get_org, insert_org};
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(crate::store::DATABASE_FILE);
+        let id = uuid::Uuid::new_v4();
+        {
+            let db = Database::create(&path).unwrap();
+            migrate_to(&db, 1).unwrap();
+            assert_eq!(stored_version(&db).unwrap(), 1);
+            let txn = db.begin_write().unwrap();
+            insert_org(
+                &txn,
+                &OrgRecord {
+                    id,
+                    name: "Old".into(),
+                    slug: "old".into(),
+                    plan: Plan::Pro,
+                    custom_rate_limit: None,
+                    is_active: true,
+                    created_at: 1,
+                    updated_at: 1,
+                },
+            )
+            .unwrap();
+            txn.commit().unwrap();
+            let read = db.begin_read().unwrap();
+            assert!(
+                read.open_table(USAGE_DAILY).is_err(),
+                "v1 has no usage table"
+            );
+        }
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        assert_eq!(stored_version(store.database()).unwrap(), SCHEMA_VERSION);
+        let org = store.read(|txn| get_org(txn, id)).unwrap().unwrap();
+        assert_eq!(org.name, "Old");
+        store
+            .read(|txn| {
+                txn.open_table(USAGE_DAILY)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    }
 }

@@ -13,6 +13,7 @@ pub mod migrations;
 pub mod orgs;
 pub mod sessions;
 pub mod tables;
+pub mod usage;
 pub mod users;
 
 use std::fs;

@@ -42,3 +42,6 @@ pub const LEDGER_IDEMPOTENCY: TableDefinition<&str, (u128, u64)> =
 /// Organization id → balance in micro-dollars; always the sum of that organization's ledger rows,
 /// maintained in the same transaction as every row (checked by `eliza-cloud check`).
 pub const BALANCES: TableDefinition<u128, i64> = TableDefinition::new("balances_v1");
+
+/// (organization id, day since the epoch) → authenticated requests that day. Schema 2.
+pub const USAGE_DAILY: TableDefinition<(u128, i64), u64> = TableDefinition::new("usage_daily_v1");

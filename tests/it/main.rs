@@ -8,9 +8,12 @@
     clippy::indexing_slicing
 )]
 
+mod account;
 mod bootstrap;
 mod http_core;
+mod keys;
 mod logging;
 mod offline;
+mod rate_limits;
 mod storage;
 mod support;

@@ -283,7 +283,10 @@ fn version_and_missing_database() {
     let (code, out, _) = run_cli(&["version"], &[]);
     assert_eq!(code, 0);
     assert!(out.starts_with(&format!("eliza-cloud {}", env!("CARGO_PKG_VERSION"))));
-    assert!(out.contains("schema 1"));
+    assert!(out.contains(&format!(
+        "schema {}",
+        eliza_cloud::store::migrations::SCHEMA_VERSION
+    )));
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("none");
     let (code, _, err) = run_cli(&["check", "--data", missing.to_str().unwrap()], &[]);

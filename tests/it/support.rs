@@ -169,6 +169,61 @@ impl TestServer {
         self.client.request(method, path, headers, body).await
     }
 
+    /// Sends JSON with the operator's key.
+    pub async fn operator_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        let key = self.operator_key.clone();
+        self.json_as(&key, method, path, body).await
+    }
+
+    /// Sends JSON with the given key.
+    pub async fn json_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        self.request(
+            method,
+            path,
+            &[("x-api-key", key), ("content-type", "application/json")],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+    }
+
+    /// Creates a key through the API with the operator's key; answers (id, plaintext, view).
+    pub async fn create_key(&self, body: serde_json::Value) -> (String, String, serde_json::Value) {
+        let r = self
+            .operator_json(Method::POST, "/api/v1/api-keys", body)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let json = r.json();
+        (
+            json["apiKey"]["id"].as_str().unwrap().to_string(),
+            json["plainKey"].as_str().unwrap().to_string(),
+            json["apiKey"].clone(),
+        )
+    }
+
+    /// Status of `whoami` with this key.
+    pub async fn whoami_status(&self, key: &str) -> u16 {
+        self.get("/api/v1/auth/whoami", &[("x-api-key", key)])
+            .await
+            .status
+            .as_u16()
+    }
+
     /// Stops the server (drain included) and releases the database.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {

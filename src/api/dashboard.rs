@@ -1,0 +1,155 @@
+//! `GET /api/v1/dashboard` and `GET /api/v1/credits`: the organization's summary and its ledger.
+
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{time, user_view};
+use crate::auth::Principal;
+use crate::clock::{civil_from_days, days_from_civil};
+use crate::http::body::{Body, json_body};
+use crate::http::error::ApiError;
+use crate::http::query::{first, parse_query};
+use crate::limits::Decision;
+use crate::money::format_dollars;
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::keys::list_keys_of_org;
+use crate::store::ledger::{LedgerEntry, balance_of, list_entries};
+use crate::store::usage::org_requests_between;
+use crate::usage::day_of;
+
+pub async fn dashboard(
+    state: &AppState,
+    principal: &Principal,
+    rate: Option<Decision>,
+) -> Result<Response<Body>, ApiError> {
+    let org = principal.organization().clone();
+    let today = day_of(state.now());
+    let (year, month, _) = civil_from_days(today);
+    let month_start = days_from_civil(year, month, 1);
+    let org_id = org.id;
+    let (keys, balance, requests_today, requests_month) = state
+        .store
+        .read_blocking(move |txn| {
+            Ok::<_, StoreError>((
+                list_keys_of_org(txn, org_id)?,
+                balance_of(txn, org_id)?,
+                org_requests_between(txn, org_id, today, today)?,
+                org_requests_between(txn, org_id, month_start, today)?,
+            ))
+        })
+        .await?;
+    let pending_today = state.usage.pending_for_org(org_id, today, today);
+    let pending_month = state.usage.pending_for_org(org_id, month_start, today);
+    let own_keys: Vec<_> = keys.iter().filter(|k| k.app_id.is_none()).collect();
+    let active = own_keys.iter().filter(|k| k.is_active).count();
+    let rate_limit = rate
+        .map(|d| json!({ "limit": d.limit, "remaining": d.remaining, "reset": d.reset_unix_secs }));
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({
+            "user": user_view(principal.user()),
+            "organization": {
+                "id": org.id,
+                "name": org.name,
+                "slug": org.slug,
+                "plan": org.plan.as_str(),
+                "creditBalance": format_dollars(balance),
+                "creditBalance_micros": balance,
+            },
+            "apiKeys": { "total": own_keys.len(), "active": active },
+            "apps": { "total": 0 },
+            "usage": {
+                "requestsToday": requests_today.saturating_add(pending_today),
+                "requestsThisMonth": requests_month.saturating_add(pending_month),
+            },
+            "rateLimit": rate_limit,
+        }),
+    ))
+}
+
+fn transaction_view(entry: &LedgerEntry) -> Value {
+    let metadata: serde_json::Map<String, Value> = entry
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "id": entry.id,
+        "amount": format_dollars(entry.amount_micros),
+        "amount_micros": entry.amount_micros,
+        "type": entry.kind.as_str(),
+        "description": entry.description,
+        "metadata": metadata,
+        "created_at": time(entry.created_at),
+    })
+}
+
+const DEFAULT_PAGE_SIZE: u64 = 20;
+const MAX_PAGE_SIZE: u64 = 100;
+
+fn number_param(
+    pairs: &[(String, String)],
+    name: &str,
+    default: u64,
+    max: u64,
+    details: &mut serde_json::Map<String, Value>,
+) -> u64 {
+    match first(pairs, name) {
+        None => default,
+        Some(text) => match text.parse::<u64>().ok().filter(|n| (1..=max).contains(n)) {
+            Some(n) => n,
+            None => {
+                details.insert(
+                    name.into(),
+                    Value::String(format!("must be a whole number from 1 to {max}")),
+                );
+                default
+            }
+        },
+    }
+}
+
+pub async fn credits(
+    state: &AppState,
+    principal: &Principal,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let pairs = parse_query(query.unwrap_or("")).map_err(|_| ApiError::Validation {
+        message: "Malformed query string".into(),
+        details: json!({ "query": "bad percent-encoding" }),
+    })?;
+    let mut details = serde_json::Map::new();
+    let page = number_param(&pairs, "page", 1, 1_000_000, &mut details);
+    let limit = number_param(
+        &pairs,
+        "limit",
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+        &mut details,
+    );
+    if !details.is_empty() {
+        return Err(ApiError::Validation {
+            message: "Invalid query parameters".into(),
+            details: Value::Object(details),
+        });
+    }
+    let org = principal.organization().id;
+    let (balance, (entries, total)) = state
+        .store
+        .read_blocking(move |txn| {
+            Ok::<_, StoreError>((balance_of(txn, org)?, list_entries(txn, org, page, limit)?))
+        })
+        .await?;
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({
+            "balance": format_dollars(balance),
+            "balance_micros": balance,
+            "transactions": entries.iter().map(transaction_view).collect::<Vec<_>>(),
+            "page": page,
+            "limit": limit,
+            "total": total,
+        }),
+    ))
+}

@@ -1,0 +1,188 @@
+//! Reading JSON request bodies field by field, collecting every bad field into one
+//! `VALIDATION_ERROR` whose `details` name each of them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::auth::permissions::normalise;
+use crate::clock::{Timestamp, parse_rfc3339};
+use crate::http::body::parse_json;
+use crate::http::error::ApiError;
+
+pub struct Fields {
+    object: Map<String, Value>,
+    errors: BTreeMap<String, String>,
+}
+
+/// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value, `None` when absent.
+pub type Patch<T> = Option<Option<T>>;
+
+impl Fields {
+    /// The body must be one JSON object.
+    pub fn parse(body: &[u8]) -> Result<Fields, ApiError> {
+        match parse_json::<Value>(body)? {
+            Value::Object(object) => Ok(Fields {
+                object,
+                errors: BTreeMap::new(),
+            }),
+            _ => Err(ApiError::Validation {
+                message: "Request body must be a JSON object".into(),
+                details: serde_json::json!({ "body": "expected a JSON object" }),
+            }),
+        }
+    }
+
+    pub fn fail(&mut self, field: &str, why: impl Into<String>) {
+        self.errors
+            .entry(field.to_string())
+            .or_insert_with(|| why.into());
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.object.get(name)
+    }
+
+    /// A string of 1..=`max` characters; `required` makes absence an error.
+    pub fn string(&mut self, name: &str, max: usize, required: bool) -> Option<String> {
+        match self.get(name).cloned() {
+            None if required => {
+                self.fail(name, "is required");
+                None
+            }
+            None => None,
+            Some(Value::String(s)) => {
+                let trimmed = s.trim();
+                let chars = trimmed.chars().count();
+                if chars == 0 || chars > max {
+                    self.fail(name, format!("must be 1 to {max} characters"));
+                    None
+                } else {
+                    Some(trimmed.to_string())
+                }
+            }
+            Some(_) => {
+                self.fail(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A string that `null` clears (at most `max` characters; empty is the same as null).
+    pub fn nullable_string(&mut self, name: &str, max: usize) -> Patch<String> {
+        match self.get(name).cloned() {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Some(None),
+            Some(Value::String(s)) if s.chars().count() <= max => Some(Some(s.trim().to_string())),
+            Some(Value::String(_)) => {
+                self.fail(name, format!("must be at most {max} characters"));
+                None
+            }
+            Some(_) => {
+                self.fail(name, "must be a string or null");
+                None
+            }
+        }
+    }
+
+    pub fn bool(&mut self, name: &str) -> Option<bool> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.fail(name, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// `rateLimit` (or `rate_limit`): whole requests per minute in `1..=100000`, or null.
+    pub fn rate_limit(&mut self) -> Patch<u32> {
+        let name = if self.object.contains_key("rateLimit") {
+            "rateLimit"
+        } else {
+            "rate_limit"
+        };
+        match self.get(name) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v) => match v.as_u64().filter(|n| (1..=100_000).contains(n)) {
+                Some(n) => Some(Some(n as u32)),
+                None => {
+                    self.fail(name, "must be a whole number from 1 to 100000");
+                    None
+                }
+            },
+        }
+    }
+
+    /// A list of permission names, normalised; unknown names are listed in the error.
+    pub fn permissions(&mut self) -> Option<Vec<String>> {
+        match self.get("permissions").cloned() {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut names = Vec::new();
+                for item in items {
+                    match item {
+                        Value::String(s) => names.push(s),
+                        _ => {
+                            self.fail("permissions", "must be a list of strings");
+                            return None;
+                        }
+                    }
+                }
+                match normalise(&names) {
+                    Ok(list) => Some(list),
+                    Err(unknown) => {
+                        self.fail(
+                            "permissions",
+                            format!("unknown permissions: {}", unknown.join(", ")),
+                        );
+                        None
+                    }
+                }
+            }
+            Some(_) => {
+                self.fail("permissions", "must be a list of strings");
+                None
+            }
+        }
+    }
+
+    /// An RFC 3339 date-time, or null.
+    pub fn timestamp(&mut self, name: &str) -> Patch<Timestamp> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => match parse_rfc3339(s) {
+                Some(t) => Some(Some(t)),
+                None => {
+                    self.fail(name, "must be an RFC 3339 date-time");
+                    None
+                }
+            },
+            Some(_) => {
+                self.fail(name, "must be an RFC 3339 date-time string or null");
+                None
+            }
+        }
+    }
+
+    /// Ends the reading: every collected problem becomes one 400.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.errors.keys().map(String::as_str).collect();
+        Err(ApiError::Validation {
+            message: format!("Invalid request body: {}", names.join(", ")),
+            details: Value::Object(
+                self.errors
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ),
+        })
+    }
+}
