@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the hot pure parts and the key lookup.
 //! Run: `cargo bench --bench micro`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 
@@ -84,6 +84,55 @@ fn keys(c: &mut Criterion) {
     });
 }
 
+/// Key verification through `auth::authenticate` on a real state: a cache hit (no database) and a
+/// miss (hash lookup in redb on the blocking pool, then cached).
+fn key_verification(c: &mut Criterion) {
+    use eliza_cloud::bootstrap::{BootstrapOutcome, ensure_operator};
+    use eliza_cloud::clock::{Clock, SystemClock};
+    use eliza_cloud::config::ServeConfig;
+    use eliza_cloud::state::AppState;
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = ServeConfig::with_data_dir(tmp.path().to_path_buf());
+    let store = Store::open(tmp.path()).unwrap();
+    let key = match ensure_operator(&store, None, SystemClock.now()).unwrap() {
+        BootstrapOutcome::Created {
+            new_key: Some(k), ..
+        } => k,
+        other => panic!("{other:?}"),
+    };
+    let state = AppState::new(config, store, Arc::new(SystemClock));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", key.expose().parse().unwrap());
+    c.bench_function("auth/verify_key_cache_hit", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(eliza_cloud::auth::authenticate(&state, black_box(&headers)))
+                .unwrap()
+        })
+    });
+    c.bench_function("auth/verify_key_cache_miss", |b| {
+        b.iter(|| {
+            state.key_cache.invalidate_all();
+            runtime
+                .block_on(eliza_cloud::auth::authenticate(&state, black_box(&headers)))
+                .unwrap()
+        })
+    });
+    let mut bad = key.expose().to_string();
+    bad.pop();
+    bad.push('!');
+    headers.insert("x-api-key", bad.parse().unwrap());
+    c.bench_function("auth/reject_bad_checksum", |b| {
+        b.iter(|| runtime.block_on(eliza_cloud::auth::authenticate(&state, black_box(&headers))))
+    });
+}
+
 fn routing(c: &mut Criterion) {
     c.bench_function("route/parse_whoami", |b| {
         b.iter(|| parse_route(black_box(&Method::GET), black_box("/api/v1/auth/whoami")))
@@ -93,5 +142,5 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keys, routing);
+criterion_group!(benches, keys, key_verification, routing);
 criterion_main!(benches);

@@ -27,19 +27,33 @@ impl Timestamp {
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form JavaScript's `toISOString` gives and the hosted
-    /// cloud's JSON shows.
+    /// cloud's JSON shows (also what `Display` writes, without allocating).
     pub fn to_rfc3339(self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.0.div_euclid(1000);
         let millis = self.0.rem_euclid(1000);
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (year, month, day) = civil_from_days(days);
-        format!(
+        write!(
+            f,
             "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
             rem / 3600,
             (rem % 3600) / 60,
             rem % 60
         )
+    }
+}
+
+/// Serialises as the RFC 3339 string, straight into the output.
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -146,8 +160,16 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
         - offset_minutes * 60;
-    Some(Timestamp(secs * 1000 + millis))
+    let instant = Timestamp(secs * 1000 + millis);
+    // Only instants that print back in this form: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z.
+    (FIRST_INSTANT..=LAST_INSTANT)
+        .contains(&instant)
+        .then_some(instant)
 }
+
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z, the range RFC 3339 can write in UTC.
+const FIRST_INSTANT: Timestamp = Timestamp(-62_135_596_800_000);
+const LAST_INSTANT: Timestamp = Timestamp(253_402_300_799_999);
 
 /// Where the server reads the time. Production uses [`SystemClock`]; tests use [`ManualClock`].
 pub trait Clock: Send + Sync + 'static {
@@ -252,6 +274,8 @@ mod tests {
             "+2026-01-01T00:00:00Z",
             "2026-01-01T00:00:00Zjunk",
             "２０２６-01-01T00:00:00Z",
+            "0000-01-01T00:00:00+02:59",
+            "9999-12-31T23:59:59-00:01",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }

@@ -77,6 +77,44 @@ pub fn stored_records(data: &[u8]) {
     law::<ledger::LedgerEntry>(data);
 }
 
+/// Query strings: parsing never panics, and what parses survives re-encoding every byte.
+pub fn query_string(data: &[u8]) {
+    use crate::http::query::parse_query;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(pairs) = parse_query(text) {
+        let encode = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+        let again: String = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let reparsed = parse_query(&again).unwrap_or_default();
+        let nonempty: Vec<_> = pairs
+            .into_iter()
+            .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+            .collect();
+        let reparsed: Vec<_> = reparsed
+            .into_iter()
+            .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+            .collect();
+        assert_eq!(reparsed, nonempty);
+    }
+}
+
+/// RFC 3339 date-times: parsing never panics, and a parsed instant prints to a form that parses
+/// back to the same instant.
+pub fn timestamps(data: &[u8]) {
+    use crate::clock::parse_rfc3339;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(t) = parse_rfc3339(text) {
+        assert_eq!(parse_rfc3339(&t.to_rfc3339()), Some(t), "{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -102,6 +140,16 @@ mod tests {
     #[test]
     fn credential_header_seeds() {
         replay("credential_headers", super::credential_headers);
+    }
+
+    #[test]
+    fn query_string_seeds() {
+        replay("query_string", super::query_string);
+    }
+
+    #[test]
+    fn timestamp_seeds() {
+        replay("timestamps", super::timestamps);
     }
 
     #[test]

@@ -7,10 +7,11 @@ pub mod input;
 pub mod keys;
 pub mod ops;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
 
 use crate::clock::Timestamp;
-use crate::money::format_dollars;
 use crate::store::keys::ApiKeyRecord;
 use crate::store::orgs::OrgRecord;
 use crate::store::users::UserRecord;
@@ -19,46 +20,73 @@ pub fn time(millis: i64) -> Value {
     Value::String(Timestamp(millis).to_rfc3339())
 }
 
-pub fn user_view(user: &UserRecord) -> Value {
-    json!({
-        "id": user.id,
-        "organization_id": user.organization_id,
-        "name": user.name,
-        "wallet_address": user.wallet_address,
-        "solana_address": user.solana_address,
-        "role": user.role.as_str(),
-        "is_active": user.is_active,
-        "created_at": time(user.created_at),
-        "updated_at": time(user.updated_at),
-    })
+/// A user as the API shows it. Borrowed and derived, so answers serialise without building
+/// intermediate JSON trees (the hot `whoami` path).
+#[derive(Serialize)]
+pub struct UserView<'a> {
+    id: &'a Uuid,
+    organization_id: &'a Uuid,
+    name: Option<&'a str>,
+    wallet_address: Option<&'a str>,
+    solana_address: Option<&'a str>,
+    role: &'static str,
+    is_active: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
 }
 
-pub fn org_view(org: &OrgRecord, balance_micros: Option<i64>) -> Value {
-    let mut value = json!({
-        "id": org.id,
-        "name": org.name,
-        "slug": org.slug,
-        "plan": org.plan.as_str(),
-        "is_active": org.is_active,
-        "created_at": time(org.created_at),
-        "updated_at": time(org.updated_at),
-    });
-    if let (Some(micros), Some(obj)) = (balance_micros, value.as_object_mut()) {
-        obj.insert(
-            "creditBalance".into(),
-            Value::String(format_dollars(micros)),
-        );
-        obj.insert("creditBalance_micros".into(), Value::from(micros));
+pub fn user_view(user: &UserRecord) -> UserView<'_> {
+    UserView {
+        id: &user.id,
+        organization_id: &user.organization_id,
+        name: user.name.as_deref(),
+        wallet_address: user.wallet_address.as_deref(),
+        solana_address: user.solana_address.as_deref(),
+        role: user.role.as_str(),
+        is_active: user.is_active,
+        created_at: Timestamp(user.created_at),
+        updated_at: Timestamp(user.updated_at),
     }
-    value
+}
+
+#[derive(Serialize)]
+pub struct OrgView<'a> {
+    id: &'a Uuid,
+    name: &'a str,
+    slug: &'a str,
+    plan: &'static str,
+    is_active: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+pub fn org_view(org: &OrgRecord) -> OrgView<'_> {
+    OrgView {
+        id: &org.id,
+        name: &org.name,
+        slug: &org.slug,
+        plan: org.plan.as_str(),
+        is_active: org.is_active,
+        created_at: Timestamp(org.created_at),
+        updated_at: Timestamp(org.updated_at),
+    }
 }
 
 /// The short view of a key that `whoami` shows: never a hash or a plaintext.
-pub fn key_summary_view(key: &ApiKeyRecord) -> Value {
-    json!({
-        "id": key.id,
-        "key_prefix": key.key_prefix,
-        "type": key.key_type.as_str(),
-        "permissions": key.permissions,
-    })
+#[derive(Serialize)]
+pub struct KeySummaryView<'a> {
+    id: &'a Uuid,
+    key_prefix: &'a str,
+    #[serde(rename = "type")]
+    key_type: &'static str,
+    permissions: &'a [String],
+}
+
+pub fn key_summary_view(key: &ApiKeyRecord) -> KeySummaryView<'_> {
+    KeySummaryView {
+        id: &key.id,
+        key_prefix: &key.key_prefix,
+        key_type: key.key_type.as_str(),
+        permissions: &key.permissions,
+    }
 }

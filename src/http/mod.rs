@@ -52,6 +52,23 @@ pub fn request_id_of(headers: &HeaderMap) -> String {
     format!("req_{:032x}", rand::random::<u128>())
 }
 
+/// The client's address for per-address buckets: the socket peer, or with `--trust-proxy` the
+/// rightmost `X-Forwarded-For` entry (the one the operator's proxy appended; entries further left
+/// are whatever the client claimed). An unparsable entry falls back to the peer.
+pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> std::net::IpAddr {
+    if !trust_proxy {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
 /// The path as logged: segments that could be a credential are replaced, so a key pasted into
 /// a URL by mistake never reaches the log.
 pub fn loggable_path(path: &str) -> String {
@@ -386,6 +403,27 @@ mod tests {
         let long = "a".repeat(129);
         h.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&long).unwrap());
         assert!(request_id_of(&h).starts_with("req_"));
+    }
+
+    #[test]
+    fn client_address() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(client_ip(&h, peer, true), peer.ip());
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7"),
+        );
+        assert_eq!(
+            client_ip(&h, peer, false),
+            peer.ip(),
+            "ignored unless trusted"
+        );
+        assert_eq!(client_ip(&h, peer, true).to_string(), "203.0.113.7");
+        h.append("x-forwarded-for", HeaderValue::from_static("2001:db8::1"));
+        assert_eq!(client_ip(&h, peer, true).to_string(), "2001:db8::1");
+        h.append("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(&h, peer, true), peer.ip());
     }
 
     #[test]
