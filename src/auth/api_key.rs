@@ -269,6 +269,21 @@ mod tests {
             prop_assert_eq!(parse_key(&changed), Err(KeyFormatError::Checksum));
         }
 
+        /// print(prefix, random part) = prefix ++ random ++ checksum; parse gives the type back,
+        /// for every random part, not just the generator's.
+        #[test]
+        fn print_then_parse_round_trips(live in any::<bool>(), random in "[0-9A-Za-z]{40}") {
+            let prefix = if live { LIVE_PREFIX } else { TEST_PREFIX };
+            let body = format!("{prefix}{random}");
+            let key = format!("{body}{}", String::from_utf8(checksum_chars(&body).to_vec()).unwrap());
+            let expected = if live { KeyType::Live } else { KeyType::Test };
+            prop_assert_eq!(parse_key(&key), Ok(expected));
+            let plain = parse_plain_key(&key).unwrap();
+            prop_assert_eq!(plain.key_type(), expected);
+            prop_assert_eq!(plain.display_prefix(), key[..DISPLAY_PREFIX_LEN].to_string());
+            prop_assert_eq!(classify_presented_key(&key), Some(KeyCandidate::Eliza(expected)));
+        }
+
         #[test]
         fn a_multibyte_character_anywhere_is_rejected(at in 0usize..=44, c in "[^\\x00-\\x7f]") {
             // Exactly 54 bytes whatever the character's width: the length check passes and the
