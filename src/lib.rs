@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod http;

@@ -17,3 +17,4 @@ mod offline;
 mod rate_limits;
 mod storage;
 mod support;
+mod vectors;

@@ -1,0 +1,219 @@
+//! Conformance vectors (copied from `../shared/vectors/` into `tests/vectors/` with their
+//! READMEs and licence notes): EIP-191, EIP-55, EIP-712 and Wycheproof secp256k1 / Ed25519.
+
+use std::path::PathBuf;
+
+use k256::ecdsa::SigningKey;
+use serde_json::Value;
+
+use eliza_cloud::crypto::eth::{
+    Address, AddressError, SignatureError, eip191_hash, eip712, parse_signature_hex,
+    recover_eip191_signer, recover_signer, verify_der_prehash_low_s,
+};
+use eliza_cloud::crypto::solana::verify_ed25519_strict;
+use eliza_cloud::crypto::{from_hex, from_hex_exact, to_hex};
+
+fn vectors(path: &str) -> Value {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(path);
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
+fn hex32(v: &Value) -> [u8; 32] {
+    from_hex_exact::<32>(v.as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn eip191_personal_sign() {
+    let file = vectors("ethereum/eip191_personal_sign.json");
+    let cases = file["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 5);
+    for case in cases {
+        let message = from_hex(case["message_hex"].as_str().unwrap()).unwrap();
+        if let Some(text) = case["message_utf8"].as_str() {
+            assert_eq!(message, text.as_bytes());
+        }
+        if let Some(digest) = case.get("digest") {
+            assert_eq!(eip191_hash(&message), hex32(digest));
+        }
+        let signature = parse_signature_hex(case["signature"].as_str().unwrap()).unwrap();
+        let expected = Address::parse_any_case(case["address"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            recover_eip191_signer(&message, &signature),
+            Ok(expected),
+            "{}",
+            case["label"]
+        );
+        if let Some(key) = case.get("private_key") {
+            let key = SigningKey::from_slice(&hex32(key)).unwrap();
+            assert_eq!(Address::of_key(key.verifying_key()), expected);
+        }
+        // One changed byte of the message recovers someone else.
+        let mut other = message.clone();
+        other.push(b'!');
+        assert_ne!(recover_eip191_signer(&other, &signature), Ok(expected));
+    }
+}
+
+#[test]
+fn eip55_checksums() {
+    let file = vectors("ethereum/eip55_checksum.json");
+    for valid in file["valid"].as_array().unwrap() {
+        let text = valid.as_str().unwrap();
+        let address = Address::parse_checksummed(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        assert_eq!(address.to_checksum(), text);
+    }
+    for invalid in file["invalid"].as_array().unwrap() {
+        let text = invalid.as_str().unwrap();
+        assert_eq!(
+            Address::parse_checksummed(text),
+            Err(AddressError::Checksum),
+            "{text}"
+        );
+        assert!(Address::parse_any_case(text).is_ok());
+    }
+    for malformed in [
+        "",
+        "0x",
+        "52908400098527886E0F7030069857D2E4169EE7",
+        "0x5290840009852788",
+        "0xZZ908400098527886E0F7030069857D2E4169EE7",
+    ] {
+        assert_eq!(
+            Address::parse_checksummed(malformed),
+            Err(AddressError::Format),
+            "{malformed}"
+        );
+    }
+}
+
+#[test]
+fn eip712_mail_example_and_its_malleated_twin() {
+    let v = vectors("ethereum/eip712_mail_example.json");
+    let typed = &v["typed_data"];
+    let address = |s: &Value| Address::parse_any_case(s.as_str().unwrap()).unwrap();
+    let person_type = eip712::type_hash("Person(string name,address wallet)");
+    let person = |p: &Value| {
+        eip712::hash_struct(
+            &person_type,
+            &[
+                eip712::word_of_bytes(p["name"].as_str().unwrap().as_bytes()),
+                eip712::word_of_address(&address(&p["wallet"])),
+            ],
+        )
+    };
+    let mail_type = eip712::type_hash(v["encodeType_Mail"].as_str().unwrap());
+    assert_eq!(mail_type, hex32(&v["typeHash_Mail"]));
+    let message = &typed["message"];
+    assert_eq!(person(&message["from"]), hex32(&v["hashStruct_Person_Cow"]));
+    let mail = eip712::hash_struct(
+        &mail_type,
+        &[
+            person(&message["from"]),
+            person(&message["to"]),
+            eip712::word_of_bytes(message["contents"].as_str().unwrap().as_bytes()),
+        ],
+    );
+    assert_eq!(mail, hex32(&v["hashStruct_Mail"]));
+    let domain = eip712::Domain {
+        name: typed["domain"]["name"].as_str().unwrap().into(),
+        version: typed["domain"]["version"].as_str().unwrap().into(),
+        chain_id: typed["domain"]["chainId"].as_u64().unwrap(),
+        verifying_contract: address(&typed["domain"]["verifyingContract"]),
+    };
+    assert_eq!(domain.separator(), hex32(&v["domainSeparator"]));
+    let digest = eip712::digest(&domain.separator(), &mail);
+    assert_eq!(digest, hex32(&v["digest"]));
+    let signer = address(&v["signer"]);
+    let signature = parse_signature_hex(v["signature"]["rsv_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(recover_signer(&digest, &signature), Ok(signer));
+    let key = SigningKey::from_slice(&hex32(&v["private_key"])).unwrap();
+    assert_eq!(Address::of_key(key.verifying_key()), signer);
+    // Same r, s' = n - s, v flipped: plain ecrecover accepts it; the low-S rule must not.
+    let twin =
+        parse_signature_hex(v["malleated_high_s_signature"]["rsv_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(recover_signer(&digest, &twin), Err(SignatureError::HighS));
+}
+
+#[test]
+fn wycheproof_secp256k1_bitcoin_low_s() {
+    use sha2::{Digest, Sha256};
+    let file = vectors("wycheproof/ecdsa_secp256k1_sha256_bitcoin_test.json");
+    let (mut valid, mut invalid) = (0, 0);
+    for group in file["testGroups"].as_array().unwrap() {
+        let key = from_hex(group["publicKey"]["uncompressed"].as_str().unwrap()).unwrap();
+        for case in group["tests"].as_array().unwrap() {
+            let msg = from_hex(case["msg"].as_str().unwrap()).unwrap();
+            let sig = from_hex(case["sig"].as_str().unwrap()).unwrap();
+            let digest = Sha256::digest(&msg);
+            let result = verify_der_prehash_low_s(&key, &digest, &sig);
+            match case["result"].as_str().unwrap() {
+                "valid" => {
+                    assert_eq!(result, Ok(()), "tcId {} {}", case["tcId"], case["comment"]);
+                    valid += 1;
+                }
+                _ => {
+                    assert!(
+                        result.is_err(),
+                        "tcId {} {} accepted",
+                        case["tcId"],
+                        case["comment"]
+                    );
+                    invalid += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((valid, invalid), (162, 301));
+}
+
+#[test]
+fn wycheproof_ed25519_strict() {
+    let file = vectors("wycheproof/ed25519_test.json");
+    let (mut valid, mut invalid) = (0, 0);
+    for group in file["testGroups"].as_array().unwrap() {
+        let key = from_hex_exact::<32>(group["publicKey"]["pk"].as_str().unwrap()).unwrap();
+        for case in group["tests"].as_array().unwrap() {
+            let msg = from_hex(case["msg"].as_str().unwrap()).unwrap();
+            let sig = from_hex(case["sig"].as_str().unwrap()).unwrap();
+            let result = match <[u8; 64]>::try_from(sig.as_slice()) {
+                Ok(sig) => verify_ed25519_strict(&key, &msg, &sig).is_ok(),
+                Err(_) => false,
+            };
+            match case["result"].as_str().unwrap() {
+                "valid" => {
+                    assert!(result, "tcId {} {}", case["tcId"], case["comment"]);
+                    valid += 1;
+                }
+                _ => {
+                    assert!(
+                        !result,
+                        "tcId {} {} accepted",
+                        case["tcId"], case["comment"]
+                    );
+                    invalid += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((valid, invalid), (88, 63));
+}
+
+#[test]
+fn signing_in_tests_round_trips_through_recovery() {
+    // The tests of later features sign with keys they generate: check that path once here.
+    let key = SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let hash = eip191_hash(b"eliza");
+    let (sig, recid) = key.sign_prehash_recoverable(&hash);
+    let mut rsv = [0u8; 65];
+    rsv[..64].copy_from_slice(&sig.to_bytes());
+    rsv[64] = 27 + recid.to_byte();
+    let normalized_ok = eliza_cloud::crypto::eth::is_low_s(&rsv[32..64].try_into().unwrap());
+    assert!(normalized_ok, "k256 signs low-S");
+    assert_eq!(
+        recover_signer(&hash, &rsv),
+        Ok(Address::of_key(key.verifying_key()))
+    );
+    assert_eq!(to_hex(&hash).len(), 64);
+}
