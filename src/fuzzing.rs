@@ -115,6 +115,32 @@ pub fn timestamps(data: &[u8]) {
     }
 }
 
+/// SIWE messages: parsing never panics, and whatever parses prints back to the same bytes.
+pub fn siwe_message(data: &[u8]) {
+    use crate::auth::siwe::SiweMessage;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(message) = SiweMessage::parse(text) {
+        assert_eq!(message.print_unchecked(), text);
+    }
+}
+
+/// Base58: decoding never panics, and base58 is a bijection (encode(decode(s)) == s); bytes
+/// encode to text that decodes back to them.
+pub fn base58(data: &[u8]) {
+    use crate::crypto::solana::{MAX_BASE58_LEN, base58_decode, base58_encode};
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(bytes) = base58_decode(text)
+    {
+        assert_eq!(base58_encode(&bytes), text);
+    }
+    let encoded = base58_encode(data);
+    if !data.is_empty() && encoded.len() <= MAX_BASE58_LEN {
+        assert_eq!(base58_decode(&encoded).ok().as_deref(), Some(data));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -150,6 +176,16 @@ mod tests {
     #[test]
     fn timestamp_seeds() {
         replay("timestamps", super::timestamps);
+    }
+
+    #[test]
+    fn siwe_message_seeds() {
+        replay("siwe_message", super::siwe_message);
+    }
+
+    #[test]
+    fn base58_seeds() {
+        replay("base58", super::base58);
     }
 
     #[test]

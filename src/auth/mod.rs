@@ -7,6 +7,8 @@ pub mod api_key;
 pub mod header;
 pub mod key_cache;
 pub mod permissions;
+pub mod rfc3986;
+pub mod siwe;
 
 use std::sync::Arc;
 
