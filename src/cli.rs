@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// (ELIZA_CLOUD_MAX_BODY_BYTES; default 1048576)
     #[argh(option)]
     pub max_body_bytes: Option<String>,
+    /// sign-up bonus in dollars for a wallet's first sign-in, 0 disables
+    /// (ELIZA_CLOUD_INITIAL_FREE_CREDITS, or INITIAL_FREE_CREDITS as the hosted cloud names it;
+    /// default 5)
+    #[argh(option)]
+    pub initial_free_credits: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]

@@ -15,6 +15,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const DEFAULT_INITIAL_FREE_CREDITS_MICROS: i64 = 5_000_000;
 pub const BOOTSTRAP_KEY_ENV: &str = "ELIZA_CLOUD_BOOTSTRAP_KEY";
 pub const DATA_ENV: &str = "ELIZA_CLOUD_DATA";
 
@@ -91,6 +92,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// From `ELIZA_CLOUD_BOOTSTRAP_KEY`: registered for the operator on the first start.
     pub bootstrap_key: Option<PlainKey>,
+    /// The sign-up bonus for a wallet's first sign-in, micro-dollars; 0 disables.
+    pub initial_free_credits_micros: i64,
 }
 
 impl ServeConfig {
@@ -113,6 +116,7 @@ impl ServeConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             bootstrap_key: None,
+            initial_free_credits_micros: DEFAULT_INITIAL_FREE_CREDITS_MICROS,
         }
     }
 
@@ -197,6 +201,15 @@ impl ServeConfig {
                 .filter(|n| (1024..=64 << 20).contains(n))
                 .ok_or_else(|| format!("{from}: {v:?} is not a number from 1024 to 67108864"))?;
         }
+        let credits = pick(&args.initial_free_credits, "initial-free-credits")
+            .or_else(|| env("INITIAL_FREE_CREDITS").map(|v| (v, "INITIAL_FREE_CREDITS".into())));
+        if let Some((v, from)) = credits {
+            config.initial_free_credits_micros = crate::money::parse_dollars(v.trim())
+                .filter(|m| *m <= 1_000_000 * crate::money::MICROS_PER_DOLLAR)
+                .ok_or_else(|| {
+                    format!("{from}: {v:?} is not a dollar amount like 5 or 0.5 (0 disables)")
+                })?;
+        }
         if let Some(key) = env(BOOTSTRAP_KEY_ENV) {
             // Never echo the value: it is a secret, even when malformed.
             config.bootstrap_key = Some(parse_plain_key(key.trim()).map_err(|e| {
@@ -271,6 +284,29 @@ mod tests {
         assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert!(!c.trust_proxy);
         assert!(c.bootstrap_key.is_none());
+        assert_eq!(c.initial_free_credits_micros, 5_000_000);
+    }
+
+    #[test]
+    fn initial_free_credits_by_flag_or_either_variable() {
+        let c = ServeConfig::resolve(
+            &ServeArgs::default(),
+            &env_of(&[("INITIAL_FREE_CREDITS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.initial_free_credits_micros, 0);
+        let env = env_of(&[
+            ("INITIAL_FREE_CREDITS", "0"),
+            ("ELIZA_CLOUD_INITIAL_FREE_CREDITS", "2.5"),
+        ]);
+        let c = ServeConfig::resolve(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(c.initial_free_credits_micros, 2_500_000);
+        let args = ServeArgs {
+            initial_free_credits: Some("-1".into()),
+            ..ServeArgs::default()
+        };
+        let err = ServeConfig::resolve(&args, &env_of(&[])).unwrap_err();
+        assert!(err.contains("--initial-free-credits"), "{err}");
     }
 
     #[test]

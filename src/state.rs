@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::key_cache::KeyCache;
+use crate::auth::nonce::NonceStore;
 use crate::clock::{Clock, Timestamp};
 use crate::config::ServeConfig;
 use crate::limits::RateLimiter;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub key_cache: KeyCache,
     pub limiter: RateLimiter,
     pub usage: UsageRecorder,
+    pub nonces: NonceStore,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             key_cache: KeyCache::new(KEY_CACHE_CAPACITY),
             limiter: RateLimiter::new(MAX_BUCKETS),
             usage: UsageRecorder::default(),
+            nonces: NonceStore::default(),
         }
     }
 

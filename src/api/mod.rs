@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod input;
 pub mod keys;
 pub mod ops;
+pub mod signin;
 
 use serde::Serialize;
 use serde_json::Value;

@@ -13,16 +13,17 @@ use crate::store::keys::{ApiKeyRecord, KeyHash};
 use crate::store::orgs::OrgRecord;
 use crate::store::users::UserRecord;
 
-/// A key with the records its checks need, as one immutable snapshot.
+/// Who a credential speaks for, as one immutable snapshot: the user, the organization and,
+/// for an API key, the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyIdentity {
-    pub key: ApiKeyRecord,
+pub struct Identity {
+    pub key: Option<ApiKeyRecord>,
     pub organization: OrgRecord,
     pub user: UserRecord,
 }
 
 pub struct KeyCache {
-    entries: moka::sync::Cache<KeyHash, Arc<KeyIdentity>>,
+    entries: moka::sync::Cache<KeyHash, Arc<Identity>>,
     epoch: Mutex<u64>,
 }
 
@@ -37,7 +38,7 @@ impl KeyCache {
         }
     }
 
-    pub fn get(&self, hash: &KeyHash) -> Option<Arc<KeyIdentity>> {
+    pub fn get(&self, hash: &KeyHash) -> Option<Arc<Identity>> {
         self.entries.get(hash)
     }
 
@@ -46,7 +47,7 @@ impl KeyCache {
         self.epoch.lock().map(|e| *e).unwrap_or(u64::MAX)
     }
 
-    pub fn insert_if_current(&self, hash: KeyHash, identity: Arc<KeyIdentity>, epoch: u64) {
+    pub fn insert_if_current(&self, hash: KeyHash, identity: Arc<Identity>, epoch: u64) {
         if let Ok(current) = self.epoch.lock()
             && *current == epoch
         {
@@ -84,11 +85,11 @@ mod tests {
     use crate::store::users::Role;
     use uuid::Uuid;
 
-    fn identity() -> Arc<KeyIdentity> {
+    fn identity() -> Arc<Identity> {
         let org = Uuid::new_v4();
         let user = Uuid::new_v4();
-        Arc::new(KeyIdentity {
-            key: ApiKeyRecord::fresh(
+        Arc::new(Identity {
+            key: Some(ApiKeyRecord::fresh(
                 org,
                 user,
                 "k".into(),
@@ -96,7 +97,7 @@ mod tests {
                 "ek_live_abcd".into(),
                 KeyHash([1; 32]),
                 0,
-            ),
+            )),
             organization: OrgRecord {
                 id: org,
                 name: "o".into(),

@@ -6,9 +6,12 @@
 pub mod api_key;
 pub mod header;
 pub mod key_cache;
+pub mod nonce;
 pub mod permissions;
 pub mod rfc3986;
+pub mod session;
 pub mod siwe;
+pub mod siws;
 
 use std::sync::Arc;
 
@@ -19,18 +22,20 @@ use crate::store::StoreError;
 use crate::store::keys::{ApiKeyRecord, find_key_by_hash};
 use crate::store::orgs::{OrgRecord, get_org};
 use crate::store::users::{UserRecord, get_user};
-use key_cache::KeyIdentity;
+use key_cache::Identity;
 use permissions::Access;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     ApiKey,
+    Session,
 }
 
 impl AuthMethod {
     pub const fn as_str(self) -> &'static str {
         match self {
             AuthMethod::ApiKey => "api_key",
+            AuthMethod::Session => "session",
         }
     }
 }
@@ -41,7 +46,7 @@ pub struct Principal {
     pub method: AuthMethod,
     /// What this credential may do (an unrestricted key, a session or a wallet: everything).
     pub access: Access,
-    identity: Arc<KeyIdentity>,
+    identity: Arc<Identity>,
 }
 
 impl Principal {
@@ -54,9 +59,7 @@ impl Principal {
     }
 
     pub fn api_key(&self) -> Option<&ApiKeyRecord> {
-        match self.method {
-            AuthMethod::ApiKey => Some(&self.identity.key),
-        }
+        self.identity.key.as_ref()
     }
 }
 
@@ -74,12 +77,20 @@ impl AuthFailure {
             reason,
         }
     }
+
+    const fn session(reason: &'static str) -> AuthFailure {
+        AuthFailure {
+            method: "session",
+            reason,
+        }
+    }
 }
 
 /// The credential a request presents, parsed but not yet checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
     ApiKey(&'a str),
+    Session(&'a str),
 }
 
 fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, AuthFailure> {
@@ -91,8 +102,8 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u
     Ok(first.map(|v| v.as_bytes()))
 }
 
-/// Picks the credential by SPEC §5's order (wallet headers, session cookie and x402 join as
-/// their issues land): `X-API-Key`, then `Authorization: Bearer`.
+/// Picks the credential by SPEC §5's order (wallet headers and x402 join as their issues land):
+/// `X-API-Key`, then `Authorization: Bearer`, then the `eliza_session` cookie.
 pub fn presented_credential(headers: &HeaderMap) -> Result<Option<Presented<'_>>, AuthFailure> {
     if let Some(value) = single_header(headers, "x-api-key")? {
         let token =
@@ -103,7 +114,15 @@ pub fn presented_credential(headers: &HeaderMap) -> Result<Option<Presented<'_>>
         let token = header::parse_bearer(value).map_err(|e| AuthFailure::api_key(e.reason()))?;
         return Ok(Some(Presented::ApiKey(token)));
     }
-    Ok(None)
+    let cookies = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes());
+    match session::session_token(cookies) {
+        Ok(Some(token)) => Ok(Some(Presented::Session(token))),
+        Ok(None) => Ok(None),
+        Err(session::CookieError::Malformed) => Err(AuthFailure::session("malformed_cookie")),
+    }
 }
 
 /// Authenticates the request's credential; `Ok(None)` when it presents none.
@@ -113,12 +132,13 @@ pub async fn authenticate(
 ) -> Result<Option<Principal>, AuthFailure> {
     match presented_credential(headers)? {
         Some(Presented::ApiKey(token)) => authenticate_api_key(state, token).await.map(Some),
+        Some(Presented::Session(token)) => authenticate_session(state, token).await.map(Some),
         None => Ok(None),
     }
 }
 
 /// Looks a key up by hash: from the cache, else from the store (then cached).
-async fn lookup_key(state: &AppState, token: &str) -> Result<Arc<KeyIdentity>, AuthFailure> {
+async fn lookup_key(state: &AppState, token: &str) -> Result<Arc<Identity>, AuthFailure> {
     let hash = api_key::hash_secret(token);
     if let Some(found) = state.key_cache.get(&hash) {
         return Ok(found);
@@ -132,8 +152,8 @@ async fn lookup_key(state: &AppState, token: &str) -> Result<Arc<KeyIdentity>, A
             };
             let org = get_org(txn, key.organization_id)?;
             let user = get_user(txn, key.user_id)?;
-            Ok(org.zip(user).map(|(organization, user)| KeyIdentity {
-                key,
+            Ok(org.zip(user).map(|(organization, user)| Identity {
+                key: Some(key),
                 organization,
                 user,
             }))
@@ -156,7 +176,10 @@ async fn authenticate_api_key(state: &AppState, token: &str) -> Result<Principal
         return Err(AuthFailure::api_key("malformed_key"));
     }
     let identity = lookup_key(state, token).await?;
-    let key = &identity.key;
+    let key = identity
+        .key
+        .as_ref()
+        .ok_or(AuthFailure::api_key("unknown_key"))?;
     if !key.is_active {
         return Err(AuthFailure::api_key("inactive_key"));
     }
@@ -174,6 +197,40 @@ async fn authenticate_api_key(state: &AppState, token: &str) -> Result<Principal
         method: AuthMethod::ApiKey,
         access: Access::from_stored(&key.permissions),
         identity,
+    })
+}
+
+/// A session cookie: its hash must name an unexpired session of an active user and organization.
+async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
+    let hash = api_key::hash_secret(token);
+    let now = state.now().millis();
+    let found = state
+        .store
+        .read_blocking(move |txn| {
+            let Some(session) = crate::store::sessions::find_live_session(txn, &hash, now)? else {
+                return Ok::<_, StoreError>(None);
+            };
+            let org = get_org(txn, session.organization_id)?;
+            let user = get_user(txn, session.user_id)?;
+            Ok(org.zip(user))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "session lookup failed");
+            AuthFailure::session("store_error")
+        })?;
+    let (organization, user) = found.ok_or(AuthFailure::session("unknown_or_expired_session"))?;
+    if !organization.is_active || !user.is_active {
+        return Err(AuthFailure::session("inactive_account"));
+    }
+    Ok(Principal {
+        method: AuthMethod::Session,
+        access: Access::Unrestricted,
+        identity: Arc::new(Identity {
+            key: None,
+            organization,
+            user,
+        }),
     })
 }
 

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use crate::api;
 use crate::auth::permissions::{Access as Permissions, Level};
 use crate::auth::{self, Principal};
-use crate::limits::{BucketKey, Decision, plan_limit};
+use crate::limits::{BucketKey, Decision, PER_IP_LIMIT, plan_limit};
 use crate::state::AppState;
 use body::{Body, declared_length_exceeds, empty, read_capped};
 use error::ApiError;
@@ -220,7 +220,7 @@ async fn authenticate_for(
     route: Route,
     headers: &HeaderMap,
 ) -> Result<Option<Principal>, ApiError> {
-    if route.access() == Access::Public {
+    if matches!(route.access(), Access::Public | Access::PerClientAddress) {
         return Ok(None);
     }
     match auth::authenticate(state, headers).await {
@@ -260,7 +260,7 @@ pub fn bucket_for(principal: &Principal) -> (BucketKey, u32) {
 /// The route's declared access against what the credential may do.
 fn check_access(access: Access, principal: &Principal, method: &Method) -> Result<(), ApiError> {
     match access {
-        Access::Public | Access::AnyCredential => Ok(()),
+        Access::Public | Access::AnyCredential | Access::PerClientAddress => Ok(()),
         Access::Permission(resource) => {
             let level = Level::of_method(method);
             if principal.access.allows(resource, level) {
@@ -286,7 +286,7 @@ async fn dispatch<B>(
     state: &AppState,
     route: Route,
     req: Request<B>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     rate: &mut Option<Decision>,
 ) -> Result<Response<Body>, ApiError>
 where
@@ -298,8 +298,22 @@ where
     if declared_length_exceeds(req.headers(), cap) {
         return Err(ApiError::PayloadTooLarge { limit: cap });
     }
+    if route.access() == Access::PerClientAddress {
+        let address = client_ip(req.headers(), peer, state.config.trust_proxy);
+        let decision = state
+            .limiter
+            .take(BucketKey::ClientIp(address), PER_IP_LIMIT, state.now());
+        *rate = Some(decision);
+        if !decision.allowed {
+            state.metrics.record_rate_limited();
+            return Err(ApiError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            });
+        }
+    }
     let principal = authenticate_for(state, route, req.headers()).await?;
     if let Some(principal) = &principal {
+        check_cross_site(state, principal, req.method(), req.headers())?;
         let now = state.now();
         let (bucket, limit) = bucket_for(principal);
         let decision = state.limiter.take(bucket, limit, now);
@@ -339,8 +353,44 @@ where
         }
         Route::ApiKey(id) => api::keys::delete(state, need(&principal)?, id).await,
         Route::ApiKeyRegenerate(id) => api::keys::regenerate(state, need(&principal)?, id).await,
+        Route::SiweNonce => api::signin::siwe_nonce(state, parts.uri.query()),
+        Route::SiwsNonce => api::signin::siws_nonce(state, parts.uri.query()),
+        Route::SiweVerify => {
+            let body = read_capped(body, cap).await?;
+            api::signin::verify_siwe(state, &body).await
+        }
+        Route::SiwsVerify => {
+            let body = read_capped(body, cap).await?;
+            api::signin::verify_siws(state, &body).await
+        }
+        Route::Logout => api::signin::logout(state, &parts.headers).await,
         Route::NotFound => Err(ApiError::NotFound),
         Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
+    }
+}
+
+/// The CSRF rule (SPEC §5.3): a state-changing request authenticated by the session cookie must
+/// carry our own origin in `Origin`, or else in `Referer`.
+fn check_cross_site(
+    state: &AppState,
+    principal: &Principal,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if principal.method != auth::AuthMethod::Session || reads {
+        return Ok(());
+    }
+    let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
+    let referer = headers.get(header::REFERER).map(|v| v.as_bytes());
+    if auth::session::same_origin(origin, referer, &state.config.public_url) {
+        Ok(())
+    } else {
+        tracing::info!("cross-site cookie request refused");
+        Err(ApiError::Forbidden {
+            message: "Cross-site request refused".into(),
+            required: None,
+        })
     }
 }
 

@@ -19,6 +19,8 @@ pub enum Access {
     Permission(Resource),
     /// A credential without a permission list: key management (SPEC §4).
     Unrestricted,
+    /// No credential, but work is done: one bucket per client address (SPEC §8).
+    PerClientAddress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,11 @@ pub enum Route {
     /// `PATCH` updates, `DELETE` deletes.
     ApiKey(Uuid),
     ApiKeyRegenerate(Uuid),
+    SiweNonce,
+    SiweVerify,
+    SiwsNonce,
+    SiwsVerify,
+    Logout,
     NotFound,
     MethodNotAllowed {
         allow: &'static str,
@@ -68,6 +75,11 @@ impl Route {
             Route::ApiKeys => "api_keys",
             Route::ApiKey(_) => "api_key",
             Route::ApiKeyRegenerate(_) => "api_key_regenerate",
+            Route::SiweNonce => "siwe_nonce",
+            Route::SiweVerify => "siwe_verify",
+            Route::SiwsNonce => "siws_nonce",
+            Route::SiwsVerify => "siws_verify",
+            Route::Logout => "logout",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -81,6 +93,11 @@ impl Route {
             }
             Route::Whoami | Route::Dashboard | Route::Credits => Access::AnyCredential,
             Route::ApiKeys | Route::ApiKey(_) | Route::ApiKeyRegenerate(_) => Access::Unrestricted,
+            Route::SiweNonce | Route::SiweVerify | Route::SiwsNonce | Route::SiwsVerify => {
+                Access::PerClientAddress
+            }
+            // Logout acts on the cookie it is sent with (and checks its origin) or on nothing.
+            Route::Logout => Access::Public,
         }
     }
 }
@@ -134,6 +151,11 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
         ["healthz"] => only(method, GET, GET_ALLOW, Route::Healthz),
         ["readyz"] => only(method, GET, GET_ALLOW, Route::Readyz),
         ["metrics"] => only(method, GET, GET_ALLOW, Route::Metrics),
+        ["api", "auth", "siwe", "nonce"] => only(method, GET, GET_ALLOW, Route::SiweNonce),
+        ["api", "auth", "siwe", "verify"] => only(method, POST, POST_ALLOW, Route::SiweVerify),
+        ["api", "auth", "siws", "nonce"] => only(method, GET, GET_ALLOW, Route::SiwsNonce),
+        ["api", "auth", "siws", "verify"] => only(method, POST, POST_ALLOW, Route::SiwsVerify),
+        ["api", "auth", "logout"] => only(method, POST, POST_ALLOW, Route::Logout),
         ["api", "v1", rest @ ..] => match rest {
             ["auth", "whoami"] => only(method, GET, GET_ALLOW, Route::Whoami),
             ["dashboard"] => only(method, GET, GET_ALLOW, Route::Dashboard),

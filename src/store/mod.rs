@@ -5,6 +5,7 @@
 //! [`Store::read_blocking`]/[`Store::write_blocking`], which run on the blocking pool); a write
 //! closure that returns `Err` aborts its transaction, so a refused operation changes nothing.
 
+pub mod accounts;
 pub mod check;
 pub mod codec;
 pub mod keys;

@@ -15,6 +15,7 @@ mod keys;
 mod logging;
 mod offline;
 mod rate_limits;
+mod signin;
 mod storage;
 mod support;
 mod vectors;

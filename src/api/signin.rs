@@ -1,0 +1,335 @@
+//! Sign-In With Ethereum and With Solana (SPEC §5.1, §5.2) and logout (§5.3): nonces, verify,
+//! the wallet's account (created with the sign-up bonus on first sign-in), the rotated
+//! `SIWE sign-in` / `SIWS sign-in` key, and the session cookie.
+//!
+//! Every verify failure is a 401 with the generic message; the precise reason is logged and
+//! counted. The nonce is used up only after every other check has passed.
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::api_key::{generate_key, hash_secret};
+use crate::auth::nonce::NonceChain;
+use crate::auth::session::{
+    SESSION_MAX_AGE_SECS, clearing_cookie, new_session_token, same_origin, session_cookie,
+    session_token,
+};
+use crate::auth::siwe::SiweMessage;
+use crate::auth::siws::{CHAIN_IDS, SiwsMessage};
+use crate::crypto::eth::{parse_signature_hex, recover_eip191_signer};
+use crate::crypto::solana::{parse_ed25519_signature, verify_ed25519_strict};
+use crate::http::body::{Body, json_body, parse_json};
+use crate::http::error::ApiError;
+use crate::http::query::{first, parse_query};
+use crate::money::format_dollars;
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::accounts::{Bonus, Wallet, find_or_create_wallet_account};
+use crate::store::keys::{
+    ApiKeyRecord, KeyHash, KeyType, insert_key, list_keys_of_org, update_key,
+};
+use crate::store::sessions::{SessionRecord, delete_session, insert_session};
+
+/// The statement the nonce routes suggest.
+pub const STATEMENT: &str = "Sign in to Eliza Cloud";
+/// How far in the future `Issued At` may be (SPEC §5.1).
+pub const MAX_ISSUED_AT_SKEW_MS: i64 = 5 * 60_000;
+
+/// `chainId`: a positive decimal integer without sign, exponent, hex or leading zeros.
+pub fn parse_evm_chain_id(text: &str) -> Option<u64> {
+    let digits_only = !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit());
+    if !digits_only || text.starts_with('0') {
+        return None;
+    }
+    text.parse::<u64>().ok()
+}
+
+fn no_store(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn chain_error(why: &str) -> ApiError {
+    ApiError::Validation {
+        message: format!("Invalid chainId: {why}"),
+        details: json!({ "chainId": why }),
+    }
+}
+
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    parse_query(query.unwrap_or("")).map_err(|_| ApiError::Validation {
+        message: "Malformed query string".into(),
+        details: json!({ "query": "bad percent-encoding" }),
+    })
+}
+
+pub fn siwe_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(query)?;
+    let chain_id = match first(&pairs, "chainId") {
+        None => 1,
+        Some(text) => parse_evm_chain_id(text).ok_or_else(|| {
+            chain_error("must be a positive decimal integer without leading zeros")
+        })?,
+    };
+    let url = &state.config.public_url;
+    let nonce = state
+        .nonces
+        .issue(NonceChain::Ethereum(chain_id), url.url.clone(), state.now());
+    Ok(no_store(json_body(
+        StatusCode::OK,
+        &json!({
+            "nonce": nonce, "domain": url.host, "uri": url.url, "chainId": chain_id,
+            "version": "1", "statement": STATEMENT,
+        }),
+    )))
+}
+
+pub fn siws_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(query)?;
+    let chain_id = first(&pairs, "chainId").unwrap_or("solana:mainnet");
+    if !CHAIN_IDS.contains(&chain_id) {
+        return Err(chain_error(&format!(
+            "must be one of {}",
+            CHAIN_IDS.join(", ")
+        )));
+    }
+    let url = &state.config.public_url;
+    let nonce = state.nonces.issue(
+        NonceChain::Solana(chain_id.to_string()),
+        url.url.clone(),
+        state.now(),
+    );
+    Ok(no_store(json_body(
+        StatusCode::OK,
+        &json!({
+            "nonce": nonce, "domain": url.host, "uri": url.url, "chainId": chain_id,
+            "version": "1", "statement": STATEMENT,
+        }),
+    )))
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    message: String,
+    signature: String,
+}
+
+/// Logs and counts the precise reason; the caller sees only the generic 401.
+fn refuse(state: &AppState, method: &'static str, reason: &'static str) -> ApiError {
+    state.metrics.record_auth_failure(method, reason);
+    tracing::info!(method, reason, "sign-in refused");
+    ApiError::Unauthorized
+}
+
+pub async fn verify_siwe(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let body: VerifyBody = parse_json(body)?;
+    let now = state.now();
+    let fail = |reason| refuse(state, "siwe", reason);
+    let message = SiweMessage::parse(&body.message).map_err(|e| fail(e.reason()))?;
+    let issued = state
+        .nonces
+        .peek(&message.nonce, now)
+        .ok_or_else(|| fail("unknown_or_expired_nonce"))?;
+    if issued.chain != NonceChain::Ethereum(message.chain_id) {
+        return Err(fail("nonce_chain_mismatch"));
+    }
+    let ours = &state.config.public_url;
+    let scheme_ok = message
+        .scheme
+        .as_deref()
+        .is_none_or(|s| s == if ours.https { "https" } else { "http" });
+    if message.domain != ours.host || !scheme_ok {
+        return Err(fail("domain_mismatch"));
+    }
+    if message.uri != issued.uri {
+        return Err(fail("uri_mismatch"));
+    }
+    message
+        .check_time(now, MAX_ISSUED_AT_SKEW_MS)
+        .map_err(|e| fail(e.reason()))?;
+    let signature = parse_signature_hex(&body.signature).map_err(|e| fail(e.reason()))?;
+    let signer =
+        recover_eip191_signer(body.message.as_bytes(), &signature).map_err(|e| fail(e.reason()))?;
+    if signer != message.address {
+        return Err(fail("signer_mismatch"));
+    }
+    if !state.nonces.consume(&message.nonce) {
+        return Err(fail("nonce_already_used"));
+    }
+    let wallet = Wallet::Evm(message.address.to_lower_hex());
+    complete_sign_in(state, wallet, message.address.to_checksum(), "SIWE sign-in").await
+}
+
+pub async fn verify_siws(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let body: VerifyBody = parse_json(body)?;
+    let now = state.now();
+    let fail = |reason| refuse(state, "siws", reason);
+    let message = SiwsMessage::parse(&body.message).map_err(|e| fail(e.reason()))?;
+    let issued = state
+        .nonces
+        .peek(&message.nonce, now)
+        .ok_or_else(|| fail("unknown_or_expired_nonce"))?;
+    if issued.chain != NonceChain::Solana(message.chain_id.clone()) {
+        return Err(fail("nonce_chain_mismatch"));
+    }
+    if message.domain != state.config.public_url.host {
+        return Err(fail("domain_mismatch"));
+    }
+    if message.uri != issued.uri {
+        return Err(fail("uri_mismatch"));
+    }
+    message
+        .check_time(now, MAX_ISSUED_AT_SKEW_MS)
+        .map_err(|e| fail(e.reason()))?;
+    let signature =
+        parse_ed25519_signature(&body.signature).ok_or_else(|| fail("signature_format"))?;
+    verify_ed25519_strict(&message.address.0, body.message.as_bytes(), &signature)
+        .map_err(|_| fail("signature_invalid"))?;
+    if !state.nonces.consume(&message.nonce) {
+        return Err(fail("nonce_already_used"));
+    }
+    let address = message.address.to_base58();
+    complete_sign_in(
+        state,
+        Wallet::Solana(address.clone()),
+        address,
+        "SIWS sign-in",
+    )
+    .await
+}
+
+/// The account (created on first sign-in, with the bonus), the rotated sign-in key and a new
+/// session, committed together; then the cache forgets the keys that were switched off.
+async fn complete_sign_in(
+    state: &AppState,
+    wallet: Wallet,
+    address: String,
+    key_name: &'static str,
+) -> Result<Response<Body>, ApiError> {
+    let now = state.now().millis();
+    let plain = generate_key(KeyType::Live);
+    let token = new_session_token();
+    let token_hash = hash_secret(&token);
+    let bonus = Bonus::Grant(state.config.initial_free_credits_micros);
+    let (prefix, key_hash) = (plain.display_prefix(), plain.hash());
+    let (account, retired) = state
+        .store
+        .write_blocking(move |txn| {
+            let account = find_or_create_wallet_account(txn, &wallet, bonus, now)?;
+            let mut retired: Vec<KeyHash> = Vec::new();
+            for mut key in list_keys_of_org(txn, account.organization.id)? {
+                if key.user_id == account.user.id
+                    && key.name == key_name
+                    && key.is_active
+                    && key.app_id.is_none()
+                {
+                    key.is_active = false;
+                    key.updated_at = now;
+                    update_key(txn, &key)?;
+                    retired.push(key.key_hash);
+                }
+            }
+            let record = ApiKeyRecord::fresh(
+                account.organization.id,
+                account.user.id,
+                key_name.into(),
+                KeyType::Live,
+                prefix,
+                key_hash,
+                now,
+            );
+            insert_key(txn, &record)?;
+            insert_session(
+                txn,
+                &SessionRecord {
+                    token_hash,
+                    user_id: account.user.id,
+                    organization_id: account.organization.id,
+                    created_at: now,
+                    expires_at: now + SESSION_MAX_AGE_SECS * 1000,
+                },
+            )?;
+            Ok::<_, StoreError>((account, retired))
+        })
+        .await?;
+    for hash in &retired {
+        state.key_cache.invalidate(hash);
+    }
+    let mut response = json_body(
+        StatusCode::OK,
+        &json!({
+            "apiKey": plain.expose(),
+            "address": address,
+            "isNewAccount": account.is_new,
+            "user": {
+                "id": account.user.id,
+                "wallet_address": address,
+                "organization_id": account.organization.id,
+            },
+            "organization": {
+                "id": account.organization.id,
+                "name": account.organization.name,
+                "slug": account.organization.slug,
+            },
+            "initialCreditsGranted": format_dollars(account.bonus_micros),
+            "initialCreditsGranted_micros": account.bonus_micros,
+        }),
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&token, &state.config.public_url)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(no_store(response))
+}
+
+/// Deletes the session the cookie names (from our own origin only) and clears the cookie.
+pub async fn logout(state: &AppState, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let cookies = headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes());
+    if let Ok(Some(token)) = session_token(cookies) {
+        let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
+        let referer = headers.get(header::REFERER).map(|v| v.as_bytes());
+        if !same_origin(origin, referer, &state.config.public_url) {
+            return Err(ApiError::Forbidden {
+                message: "Cross-site request refused".into(),
+                required: None,
+            });
+        }
+        let hash = hash_secret(token);
+        state
+            .store
+            .write_blocking(move |txn| delete_session(txn, &hash))
+            .await?;
+    }
+    let mut response = json_body(StatusCode::OK, &json!({ "success": true }));
+    if let Ok(cookie) = HeaderValue::from_str(&clearing_cookie(&state.config.public_url)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_are_strict() {
+        assert_eq!(parse_evm_chain_id("1"), Some(1));
+        assert_eq!(parse_evm_chain_id("8453"), Some(8453));
+        for bad in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            "1e3",
+            "0x1",
+            " 1",
+            "1.0",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_evm_chain_id(bad), None, "{bad}");
+        }
+    }
+}
