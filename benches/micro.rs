@@ -1,6 +1,11 @@
 //! Criterion micro-benchmarks of the hot pure parts and the key lookup.
 //! Run: `cargo bench --bench micro`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 
@@ -142,5 +147,54 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keys, key_verification, routing);
+/// SIWE verification (parse, binding and time checks, EIP-191 hashing, low-S recovery) against
+/// raw k256 recovery of the same signature from a precomputed prehash, in the same run.
+fn sign_in(c: &mut Criterion) {
+    use eliza_cloud::auth::siwe::{Expected, SiweMessage, verify_signed};
+    use eliza_cloud::crypto::eth::{Address, eip191_hash};
+    use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
+
+    let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let address = Address::of_key(key.verifying_key()).to_checksum();
+    let text = format!(
+        "localhost:3000 wants you to sign in with your Ethereum account:\n{address}\n\n\
+         Sign in to Eliza Cloud\n\nURI: http://localhost:3000\nVersion: 1\nChain ID: 1\n\
+         Nonce: 0123456789abcdef0123456789abcdef\nIssued At: 2026-01-01T00:00:00.000Z\n\
+         Expiration Time: 2026-01-01T00:10:00.000Z"
+    );
+    let prehash = eip191_hash(text.as_bytes());
+    let (signature, recovery) = key.sign_prehash_recoverable(&prehash);
+    let mut rsv = signature.to_bytes().to_vec();
+    rsv.push(27 + recovery.to_byte());
+    let hex: String = rsv.iter().map(|b| format!("{b:02x}")).collect();
+    let signature_hex = format!("0x{hex}");
+    let now = eliza_cloud::clock::parse_rfc3339("2026-01-01T00:01:00Z").unwrap();
+    let expected = Expected {
+        domain: "localhost:3000",
+        https: false,
+        uri: "http://localhost:3000",
+        chain_id: 1,
+    };
+    c.bench_function("siwe/verify_message", |b| {
+        b.iter(|| {
+            let message = SiweMessage::parse(black_box(&text)).unwrap();
+            verify_signed(
+                &message,
+                &text,
+                black_box(&signature_hex),
+                &expected,
+                now,
+                300_000,
+            )
+            .unwrap()
+        })
+    });
+    let raw = Signature::from_slice(&rsv[..64]).unwrap();
+    let id = RecoveryId::from_byte(recovery.to_byte()).unwrap();
+    c.bench_function("siwe/raw_k256_recovery", |b| {
+        b.iter(|| VerifyingKey::recover_from_prehash(black_box(&prehash), &raw, id).unwrap())
+    });
+}
+
+criterion_group!(benches, keys, key_verification, routing, sign_in);
 criterion_main!(benches);

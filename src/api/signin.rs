@@ -15,9 +15,8 @@ use crate::auth::session::{
     SESSION_MAX_AGE_SECS, clearing_cookie, new_session_token, same_origin, session_cookie,
     session_token,
 };
-use crate::auth::siwe::SiweMessage;
+use crate::auth::siwe::{Expected, SiweMessage, verify_signed};
 use crate::auth::siws::{CHAIN_IDS, SiwsMessage};
-use crate::crypto::eth::{parse_signature_hex, recover_eip191_signer};
 use crate::crypto::solana::{parse_ed25519_signature, verify_ed25519_strict};
 use crate::http::body::{Body, json_body, parse_json};
 use crate::http::error::ApiError;
@@ -133,29 +132,25 @@ pub async fn verify_siwe(state: &AppState, body: &[u8]) -> Result<Response<Body>
         .nonces
         .peek(&message.nonce, now)
         .ok_or_else(|| fail("unknown_or_expired_nonce"))?;
-    if issued.chain != NonceChain::Ethereum(message.chain_id) {
+    let NonceChain::Ethereum(chain_id) = issued.chain else {
         return Err(fail("nonce_chain_mismatch"));
-    }
+    };
     let ours = &state.config.public_url;
-    let scheme_ok = message
-        .scheme
-        .as_deref()
-        .is_none_or(|s| s == if ours.https { "https" } else { "http" });
-    if message.domain != ours.host || !scheme_ok {
-        return Err(fail("domain_mismatch"));
-    }
-    if message.uri != issued.uri {
-        return Err(fail("uri_mismatch"));
-    }
-    message
-        .check_time(now, MAX_ISSUED_AT_SKEW_MS)
-        .map_err(|e| fail(e.reason()))?;
-    let signature = parse_signature_hex(&body.signature).map_err(|e| fail(e.reason()))?;
-    let signer =
-        recover_eip191_signer(body.message.as_bytes(), &signature).map_err(|e| fail(e.reason()))?;
-    if signer != message.address {
-        return Err(fail("signer_mismatch"));
-    }
+    let expected = Expected {
+        domain: &ours.host,
+        https: ours.https,
+        uri: &issued.uri,
+        chain_id,
+    };
+    verify_signed(
+        &message,
+        &body.message,
+        &body.signature,
+        &expected,
+        now,
+        MAX_ISSUED_AT_SKEW_MS,
+    )
+    .map_err(fail)?;
     if !state.nonces.consume(&message.nonce) {
         return Err(fail("nonce_already_used"));
     }

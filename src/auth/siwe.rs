@@ -7,7 +7,7 @@
 
 use crate::auth::rfc3986::{is_authority, is_pchars, is_scheme, is_uri};
 use crate::clock::{Timestamp, parse_rfc3339};
-use crate::crypto::eth::{Address, AddressError};
+use crate::crypto::eth::{Address, AddressError, parse_signature_hex, recover_eip191_signer};
 
 /// Largest message accepted, in bytes (SPEC §5.1).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
@@ -310,6 +310,51 @@ impl SiweMessage {
         }
         Ok(())
     }
+}
+
+/// What a verify route expects of a message: our origin and what its nonce was issued for.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// Host (with port) of the public URL.
+    pub domain: &'a str,
+    pub https: bool,
+    /// The URI the nonce was issued for.
+    pub uri: &'a str,
+    /// The chain id the nonce was issued for.
+    pub chain_id: u64,
+}
+
+/// Every check of SPEC §5.1 but the nonce's existence and use, in order: chain id, domain (and
+/// scheme when given), URI, time, then the EIP-191 signature over the exact `text` received,
+/// which must recover the message's address. Answers the reason for the first failure.
+pub fn verify_signed(
+    message: &SiweMessage,
+    text: &str,
+    signature_hex: &str,
+    expected: &Expected<'_>,
+    now: Timestamp,
+    max_issued_skew_ms: i64,
+) -> Result<(), &'static str> {
+    if message.chain_id != expected.chain_id {
+        return Err("nonce_chain_mismatch");
+    }
+    let our_scheme = if expected.https { "https" } else { "http" };
+    let scheme_ok = message.scheme.as_deref().is_none_or(|s| s == our_scheme);
+    if message.domain != expected.domain || !scheme_ok {
+        return Err("domain_mismatch");
+    }
+    if message.uri != expected.uri {
+        return Err("uri_mismatch");
+    }
+    message
+        .check_time(now, max_issued_skew_ms)
+        .map_err(TimeError::reason)?;
+    let signature = parse_signature_hex(signature_hex).map_err(|e| e.reason())?;
+    let signer = recover_eip191_signer(text.as_bytes(), &signature).map_err(|e| e.reason())?;
+    if signer != message.address {
+        return Err("signer_mismatch");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
