@@ -14,6 +14,7 @@ use http::Method;
 
 use eliza_cloud::auth::api_key::{classify_presented_key, generate_key, hash_secret, parse_key};
 use eliza_cloud::auth::header::parse_bearer;
+use eliza_cloud::auth::wallet::{SignedRequest, payload_sha256, signed_text};
 use eliza_cloud::http::route::parse_route;
 use eliza_cloud::store::Store;
 use eliza_cloud::store::codec::{decode, encode};
@@ -112,12 +113,22 @@ fn key_verification(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let whoami = SignedRequest {
+        method: "GET",
+        path: "/api/v1/auth/whoami",
+        query: None,
+        body: b"",
+    };
     let mut headers = http::HeaderMap::new();
     headers.insert("x-api-key", key.expose().parse().unwrap());
     c.bench_function("auth/verify_key_cache_hit", |b| {
         b.iter(|| {
             runtime
-                .block_on(eliza_cloud::auth::authenticate(&state, black_box(&headers)))
+                .block_on(eliza_cloud::auth::authenticate(
+                    &state,
+                    black_box(&headers),
+                    &whoami,
+                ))
                 .unwrap()
         })
     });
@@ -125,7 +136,11 @@ fn key_verification(c: &mut Criterion) {
         b.iter(|| {
             state.key_cache.invalidate_all();
             runtime
-                .block_on(eliza_cloud::auth::authenticate(&state, black_box(&headers)))
+                .block_on(eliza_cloud::auth::authenticate(
+                    &state,
+                    black_box(&headers),
+                    &whoami,
+                ))
                 .unwrap()
         })
     });
@@ -134,7 +149,49 @@ fn key_verification(c: &mut Criterion) {
     bad.push('!');
     headers.insert("x-api-key", bad.parse().unwrap());
     c.bench_function("auth/reject_bad_checksum", |b| {
-        b.iter(|| runtime.block_on(eliza_cloud::auth::authenticate(&state, black_box(&headers))))
+        b.iter(|| {
+            runtime.block_on(eliza_cloud::auth::authenticate(
+                &state,
+                black_box(&headers),
+                &whoami,
+            ))
+        })
+    });
+
+    // A wallet-signed request: recovery, then the single-use mark and the account lookup in one
+    // durable write transaction. Each iteration signs a fresh timestamp (outside the timing).
+    let wallet = k256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+    let address = eliza_cloud::crypto::eth::Address::of_key(wallet.verifying_key()).to_checksum();
+    let start = SystemClock.now().millis();
+    let mut step = 0i64;
+    let hash = payload_sha256("", b"");
+    c.bench_function("auth/verify_wallet_signature", |b| {
+        b.iter_batched(
+            || {
+                step += 1;
+                let ts = (start - step).to_string();
+                let text = signed_text(&ts, "GET", whoami.path, Some(&hash));
+                let (sig, id) = wallet.sign_prehash_recoverable(
+                    &eliza_cloud::crypto::eth::eip191_hash(text.as_bytes()),
+                );
+                let mut h = http::HeaderMap::new();
+                h.insert("x-wallet-address", address.parse().unwrap());
+                h.insert("x-timestamp", ts.parse().unwrap());
+                let hex: String = sig.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                let v = 27 + id.to_byte();
+                h.insert(
+                    "x-wallet-signature",
+                    format!("0x{hex}{v:02x}").parse().unwrap(),
+                );
+                h
+            },
+            |h| {
+                runtime
+                    .block_on(eliza_cloud::auth::authenticate(&state, &h, &whoami))
+                    .unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
     });
 }
 

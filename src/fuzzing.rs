@@ -137,6 +137,43 @@ pub fn siws_message(data: &[u8]) {
     }
 }
 
+/// Wallet-signature headers with the canonical query and the signed text: `address \n
+/// timestamp \n signature \n method \n path \n query \n body`. Parsing and verifying never panic;
+/// the canonical query does not depend on the order of the pairs; the text has its five lines.
+pub fn wallet_headers(data: &[u8]) {
+    use crate::auth::wallet::{
+        SignedRequest, canonical_query, parse_headers, payload_sha256, signed_text, verify,
+    };
+    use crate::clock::Timestamp;
+    let mut parts = data.splitn(7, |&b| b == b'\n');
+    let mut next = || parts.next();
+    let (address, timestamp, signature) = (next(), next(), next());
+    fn text(p: Option<&[u8]>) -> &str {
+        std::str::from_utf8(p.unwrap_or_default()).unwrap_or_default()
+    }
+    let (method, path, query) = (text(next()), text(next()), text(next()));
+    let body = next().unwrap_or_default();
+    let canonical = canonical_query(Some(query));
+    let reversed: Vec<&str> = query.split('&').rev().collect();
+    assert_eq!(canonical, canonical_query(Some(&reversed.join("&"))));
+    let hash = payload_sha256(canonical.as_deref().unwrap_or_default(), body);
+    let signed = signed_text("1", method, path, Some(&hash));
+    assert!(signed.starts_with("Eliza Cloud Authentication\nTimestamp: 1\nMethod: "));
+    if !method.contains('\n') && !path.contains('\n') {
+        assert_eq!(signed.lines().count(), 5);
+    }
+    if let Ok(Some(headers)) = parse_headers(address, timestamp, signature) {
+        assert!(headers.timestamp.millis() >= 0);
+        let request = SignedRequest {
+            method,
+            path,
+            query: Some(query),
+            body,
+        };
+        let _ = verify(&headers, &request, Timestamp(headers.timestamp.millis()));
+    }
+}
+
 /// Base58: decoding never panics, and base58 is a bijection (encode(decode(s)) == s); bytes
 /// encode to text that decodes back to them.
 pub fn base58(data: &[u8]) {
@@ -203,6 +240,11 @@ mod tests {
             let text = std::fs::read_to_string(dir.join(name)).unwrap();
             crate::auth::siws::SiwsMessage::parse(&text).unwrap();
         }
+    }
+
+    #[test]
+    fn wallet_header_seeds() {
+        replay("wallet_headers", super::wallet_headers);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod rfc3986;
 pub mod session;
 pub mod siwe;
 pub mod siws;
+pub mod wallet;
 
 use std::sync::Arc;
 
@@ -19,8 +20,10 @@ use http::HeaderMap;
 
 use crate::state::AppState;
 use crate::store::StoreError;
+use crate::store::accounts::{Bonus, find_or_create_wallet_account};
 use crate::store::keys::{ApiKeyRecord, find_key_by_hash};
 use crate::store::orgs::{OrgRecord, get_org};
+use crate::store::replay::record_mark;
 use crate::store::users::{UserRecord, get_user};
 use key_cache::Identity;
 use permissions::Access;
@@ -29,6 +32,7 @@ use permissions::Access;
 pub enum AuthMethod {
     ApiKey,
     Session,
+    WalletSignature,
 }
 
 impl AuthMethod {
@@ -36,6 +40,7 @@ impl AuthMethod {
         match self {
             AuthMethod::ApiKey => "api_key",
             AuthMethod::Session => "session",
+            AuthMethod::WalletSignature => "wallet_signature",
         }
     }
 }
@@ -84,27 +89,67 @@ impl AuthFailure {
             reason,
         }
     }
+
+    const fn wallet(reason: &'static str) -> AuthFailure {
+        AuthFailure {
+            method: "wallet_signature",
+            reason,
+        }
+    }
 }
 
 /// The credential a request presents, parsed but not yet checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
+    Wallet(wallet::WalletHeaders<'a>),
     ApiKey(&'a str),
     Session(&'a str),
 }
 
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, AuthFailure> {
+/// The header's one value; a repeated header is refused as `failure`.
+fn one_value<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    failure: AuthFailure,
+) -> Result<Option<&'a [u8]>, AuthFailure> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(AuthFailure::api_key(header::HeaderError::Repeated.reason()));
+        return Err(failure);
     }
     Ok(first.map(|v| v.as_bytes()))
 }
 
-/// Picks the credential by SPEC §5's order (wallet headers and x402 join as their issues land):
-/// `X-API-Key`, then `Authorization: Bearer`, then the `eliza_session` cookie.
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, AuthFailure> {
+    let repeated = AuthFailure::api_key(header::HeaderError::Repeated.reason());
+    one_value(headers, name, repeated)
+}
+
+/// Whether the request carries any of the wallet-signature headers: then its body must be read
+/// before authentication, because the signature covers it.
+pub fn presents_wallet_headers(headers: &HeaderMap) -> bool {
+    [
+        wallet::ADDRESS_HEADER,
+        wallet::TIMESTAMP_HEADER,
+        wallet::SIGNATURE_HEADER,
+    ]
+    .iter()
+    .any(|name| headers.contains_key(*name))
+}
+
+/// Picks the credential by SPEC §5's order (x402 joins with the routes that take it): the
+/// wallet-signature headers (any of the three present decides), `X-API-Key`, then
+/// `Authorization: Bearer`, then the `eliza_session` cookie.
 pub fn presented_credential(headers: &HeaderMap) -> Result<Option<Presented<'_>>, AuthFailure> {
+    let repeated = AuthFailure::wallet(wallet::WalletError::HeaderValue.reason());
+    let address = one_value(headers, wallet::ADDRESS_HEADER, repeated)?;
+    let timestamp = one_value(headers, wallet::TIMESTAMP_HEADER, repeated)?;
+    let signature = one_value(headers, wallet::SIGNATURE_HEADER, repeated)?;
+    if let Some(found) = wallet::parse_headers(address, timestamp, signature)
+        .map_err(|e| AuthFailure::wallet(e.reason()))?
+    {
+        return Ok(Some(Presented::Wallet(found)));
+    }
     if let Some(value) = single_header(headers, "x-api-key")? {
         let token =
             header::parse_api_key_header(value).map_err(|e| AuthFailure::api_key(e.reason()))?;
@@ -125,12 +170,17 @@ pub fn presented_credential(headers: &HeaderMap) -> Result<Option<Presented<'_>>
     }
 }
 
-/// Authenticates the request's credential; `Ok(None)` when it presents none.
+/// Authenticates the request's credential; `Ok(None)` when it presents none. `request` is what
+/// a wallet signature covers: when [`presents_wallet_headers`], its body must be the whole body.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
+    request: &wallet::SignedRequest<'_>,
 ) -> Result<Option<Principal>, AuthFailure> {
     match presented_credential(headers)? {
+        Some(Presented::Wallet(found)) => {
+            authenticate_wallet(state, &found, request).await.map(Some)
+        }
         Some(Presented::ApiKey(token)) => authenticate_api_key(state, token).await.map(Some),
         Some(Presented::Session(token)) => authenticate_session(state, token).await.map(Some),
         None => Ok(None),
@@ -230,6 +280,57 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
             key: None,
             organization,
             user,
+        }),
+    })
+}
+
+/// Marks older than this before `now` are pruned: twice the window, so a clock stepped back by
+/// up to five minutes still finds them.
+const REPLAY_KEEP_MS: i64 = 2 * wallet::MAX_SKEW_MS;
+
+/// Wallet-signature headers (SPEC §6): the signature and window checks, then, in one write
+/// transaction, the single-use mark and the wallet's account (made with the sign-up bonus the
+/// first time, shared with sign-in). Full access; the caller's bucket is its user's.
+async fn authenticate_wallet(
+    state: &AppState,
+    found: &wallet::WalletHeaders<'_>,
+    request: &wallet::SignedRequest<'_>,
+) -> Result<Principal, AuthFailure> {
+    let now = state.now();
+    let verified =
+        wallet::verify(found, request, now).map_err(|e| AuthFailure::wallet(e.reason()))?;
+    let account_wallet = verified.address.wallet();
+    let bonus = Bonus::Grant(state.config.initial_free_credits_micros);
+    let account = state
+        .store
+        .write_blocking(move |txn| {
+            let prune_before = now.millis().saturating_sub(REPLAY_KEEP_MS);
+            if !record_mark(
+                txn,
+                verified.timestamp.millis(),
+                &verified.mark,
+                prune_before,
+            )? {
+                return Ok::<_, StoreError>(None);
+            }
+            find_or_create_wallet_account(txn, &account_wallet, bonus, now.millis()).map(Some)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "wallet account lookup failed");
+            AuthFailure::wallet("store_error")
+        })?
+        .ok_or(AuthFailure::wallet(wallet::WalletError::Replay.reason()))?;
+    if !account.organization.is_active || !account.user.is_active {
+        return Err(AuthFailure::wallet("inactive_account"));
+    }
+    Ok(Principal {
+        method: AuthMethod::WalletSignature,
+        access: Access::Unrestricted,
+        identity: Arc::new(Identity {
+            key: None,
+            organization: account.organization,
+            user: account.user,
         }),
     })
 }

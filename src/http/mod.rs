@@ -20,6 +20,7 @@ use crate::auth::{self, Principal};
 use crate::limits::{BucketKey, Decision, PER_IP_LIMIT, plan_limit};
 use crate::state::AppState;
 use body::{Body, declared_length_exceeds, empty, read_capped};
+use bytes::Bytes;
 use error::ApiError;
 use route::{Access, Route, parse_route};
 
@@ -219,11 +220,12 @@ async fn authenticate_for(
     state: &AppState,
     route: Route,
     headers: &HeaderMap,
+    request: &auth::wallet::SignedRequest<'_>,
 ) -> Result<Option<Principal>, ApiError> {
-    if matches!(route.access(), Access::Public | Access::PerClientAddress) {
+    if !route.authenticates() {
         return Ok(None);
     }
-    match auth::authenticate(state, headers).await {
+    match auth::authenticate(state, headers, request).await {
         Ok(Some(principal)) => Ok(Some(principal)),
         Ok(None) => {
             state
@@ -311,9 +313,21 @@ where
             });
         }
     }
-    let principal = authenticate_for(state, route, req.headers()).await?;
+    let (parts, body) = req.into_parts();
+    // A wallet signature covers the body, so with wallet headers it is read (capped) first.
+    let mut body = RequestBody::Unread(body);
+    if route.authenticates() && auth::presents_wallet_headers(&parts.headers) {
+        body = RequestBody::Read(body.bytes(cap).await?);
+    }
+    let signed = auth::wallet::SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        body: body.read_so_far(),
+    };
+    let principal = authenticate_for(state, route, &parts.headers, &signed).await?;
     if let Some(principal) = &principal {
-        check_cross_site(state, principal, req.method(), req.headers())?;
+        check_cross_site(state, principal, &parts.method, &parts.headers)?;
         let now = state.now();
         let (bucket, limit) = bucket_for(principal);
         let decision = state.limiter.take(bucket, limit, now);
@@ -324,14 +338,13 @@ where
                 retry_after_secs: decision.retry_after_secs,
             });
         }
-        check_access(route.access(), principal, req.method())?;
+        check_access(route.access(), principal, &parts.method)?;
         state.usage.record(
             principal.api_key().map(|k| k.id),
             principal.organization().id,
             now,
         );
     }
-    let (parts, body) = req.into_parts();
     match route {
         Route::Healthz => Ok(api::ops::healthz()),
         Route::Readyz => api::ops::readyz(state).await,
@@ -343,12 +356,12 @@ where
             api::dashboard::credits(state, need(&principal)?, parts.uri.query()).await
         }
         Route::ApiKeys if parts.method == Method::POST => {
-            let body = read_capped(body, cap).await?;
+            let body = body.bytes(cap).await?;
             api::keys::create(state, need(&principal)?, &body).await
         }
         Route::ApiKeys => api::keys::list(state, need(&principal)?).await,
         Route::ApiKey(id) if parts.method == Method::PATCH => {
-            let body = read_capped(body, cap).await?;
+            let body = body.bytes(cap).await?;
             api::keys::update(state, need(&principal)?, id, &body).await
         }
         Route::ApiKey(id) => api::keys::delete(state, need(&principal)?, id).await,
@@ -356,16 +369,42 @@ where
         Route::SiweNonce => api::signin::siwe_nonce(state, parts.uri.query()),
         Route::SiwsNonce => api::signin::siws_nonce(state, parts.uri.query()),
         Route::SiweVerify => {
-            let body = read_capped(body, cap).await?;
+            let body = body.bytes(cap).await?;
             api::signin::verify_siwe(state, &body).await
         }
         Route::SiwsVerify => {
-            let body = read_capped(body, cap).await?;
+            let body = body.bytes(cap).await?;
             api::signin::verify_siws(state, &body).await
         }
         Route::Logout => api::signin::logout(state, &parts.headers).await,
         Route::NotFound => Err(ApiError::NotFound),
         Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
+    }
+}
+
+/// A request body: not read yet, or read already (when a wallet signature had to cover it).
+enum RequestBody<B> {
+    Unread(B),
+    Read(Bytes),
+}
+
+impl<B> RequestBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    async fn bytes(self, cap: usize) -> Result<Bytes, ApiError> {
+        match self {
+            RequestBody::Unread(body) => read_capped(body, cap).await,
+            RequestBody::Read(bytes) => Ok(bytes),
+        }
+    }
+
+    fn read_so_far(&self) -> &[u8] {
+        match self {
+            RequestBody::Unread(_) => &[],
+            RequestBody::Read(bytes) => bytes,
+        }
     }
 }
 

@@ -85,6 +85,11 @@ impl Route {
         }
     }
 
+    /// Whether the route takes a credential (every route but the public and per-address ones).
+    pub fn authenticates(self) -> bool {
+        !matches!(self.access(), Access::Public | Access::PerClientAddress)
+    }
+
     pub const fn access(self) -> Access {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => Access::Public,

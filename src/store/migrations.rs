@@ -8,14 +8,15 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes a database at version `i` to version `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_tables_v1, add_usage_daily_v2];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [create_tables_v1, add_usage_daily_v2, add_wallet_replay_v3];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
 fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -36,6 +37,12 @@ fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Version 2: per-organization daily request counts for the dashboard.
 fn add_usage_daily_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(USAGE_DAILY)?;
+    Ok(())
+}
+
+/// Version 3: the single-use marks of wallet-signature requests.
+fn add_wallet_replay_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(WALLET_REPLAY)?;
     Ok(())
 }
 

@@ -45,3 +45,9 @@ pub const BALANCES: TableDefinition<u128, i64> = TableDefinition::new("balances_
 
 /// (organization id, day since the epoch) → authenticated requests that day. Schema 2.
 pub const USAGE_DAILY: TableDefinition<(u128, i64), u64> = TableDefinition::new("usage_daily_v1");
+
+/// (signed timestamp in ms, mark) → nothing: wallet-signature requests already accepted (SPEC §6).
+/// The mark is sha256 over (address, timestamp, method, path, payload hash). Rows whose timestamp
+/// is out of the ±5 minute window can never match again and are pruned. Schema 3.
+pub const WALLET_REPLAY: TableDefinition<(i64, &[u8; 32]), ()> =
+    TableDefinition::new("wallet_replay_v1");

@@ -439,40 +439,50 @@ async fn an_oversized_chunked_body_is_413_and_a_body_in_flight_at_shutdown_is_se
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("PAYLOAD_TOO_LARGE"));
 
-    // In flight: head and half the body sent, then shutdown begins, then the rest arrives.
+    // In flight: head and half the body sent, then shutdown begins, then the rest arrives. The
+    // request uses a key of its own, so its use (exact in the list, flushed or not) shows when
+    // the server has authenticated it and is reading the body.
+    let (id, in_flight_key, _) = server.create_key(json!({"name": "in-flight"})).await;
     let body = br#"{"name":"in flight"}"#;
     let head = format!(
-        "POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Length: {}\r\n\r\n",
-        server.operator_key,
+        "POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: {in_flight_key}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..5]).await.unwrap();
-    // Wait until the server is reading this request's body (the key it authenticated is counted).
-    let state = server.running().state().clone();
-    let operator_org = {
-        let r = server
-            .get(
-                "/api/v1/auth/whoami",
-                &[("x-api-key", &server.operator_key)],
-            )
-            .await;
-        Uuid::parse_str(r.json()["organization"]["id"].as_str().unwrap()).unwrap()
-    };
-    let day = eliza_cloud::usage::day_of(eliza_cloud::clock::Timestamp(server.clock.now_millis()));
-    while state.usage.pending_for_org(operator_org, day, day) < 2 {
-        tokio::task::yield_now().await;
-    }
-    drop(state);
+    let deadline = std::time::Duration::from_secs(30);
+    tokio::time::timeout(deadline, async {
+        loop {
+            let keys = server
+                .operator_json(Method::GET, "/api/v1/api-keys", json!({}))
+                .await
+                .json();
+            let used = keys["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["id"] == id.as_str() && k["usage_count"] == 1);
+            if used {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the in-flight request is authenticated");
     let stopping = tokio::spawn(async move {
         server.stop().await;
         server
     });
     // Shutdown has begun once the listener is gone.
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(deadline, async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the listener closes");
     stream.write_all(&body[5..]).await.unwrap();
     let mut out = Vec::new();
     stream.read_to_end(&mut out).await.unwrap();

@@ -19,3 +19,4 @@ mod signin;
 mod storage;
 mod support;
 mod vectors;
+mod wallet_auth;
