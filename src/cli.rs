@@ -13,7 +13,7 @@ pub struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     Keys(KeysArgs),
     Orgs(OrgsArgs),
     Check(CheckArgs),
@@ -69,6 +69,38 @@ pub struct ServeArgs {
     /// default 5)
     #[argh(option)]
     pub initial_free_credits: Option<String>,
+    /// EVM address that receives x402 payments; unset disables x402 (topups answer 503)
+    /// (ELIZA_CLOUD_X402_PAY_TO)
+    #[argh(option)]
+    pub x402_pay_to: Option<String>,
+    /// x402 network by name: base, base-sepolia, or one of --x402-networks
+    /// (ELIZA_CLOUD_X402_NETWORK; default base-sepolia)
+    #[argh(option)]
+    pub x402_network: Option<String>,
+    /// more x402 networks, ';'-separated, each
+    /// NAME:CHAIN_ID:ASSET:TOKEN_NAME:TOKEN_VERSION:DECIMALS:mainnet|testnet
+    /// (ELIZA_CLOUD_X402_NETWORKS)
+    #[argh(option)]
+    pub x402_networks: Option<String>,
+    /// x402 facilitator base URL (http or https): payments are verified and settled there
+    /// (ELIZA_CLOUD_X402_FACILITATOR)
+    #[argh(option)]
+    pub x402_facilitator: Option<String>,
+    /// timeout of each facilitator call (ELIZA_CLOUD_X402_FACILITATOR_TIMEOUT; default 15s)
+    #[argh(option)]
+    pub x402_facilitator_timeout: Option<String>,
+    /// PEM file of an extra root certificate for an https facilitator
+    /// (ELIZA_CLOUD_X402_FACILITATOR_CA)
+    #[argh(option)]
+    pub x402_facilitator_ca: Option<String>,
+    /// trust-signature: credit verified payments without a chain, test networks only
+    /// (ELIZA_CLOUD_X402_SETTLEMENT)
+    #[argh(option)]
+    pub x402_settlement: Option<String>,
+    /// top-up amounts in dollars, comma-separated (ELIZA_CLOUD_X402_TOPUP_AMOUNTS; default
+    /// 10,50,100)
+    #[argh(option)]
+    pub x402_topup_amounts: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]

@@ -94,6 +94,8 @@ pub struct ServeConfig {
     pub bootstrap_key: Option<PlainKey>,
     /// The sign-up bonus for a wallet's first sign-in, micro-dollars; 0 disables.
     pub initial_free_credits_micros: i64,
+    /// x402 payments (SPEC §7).
+    pub x402: crate::x402::X402Config,
 }
 
 impl ServeConfig {
@@ -117,6 +119,7 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             bootstrap_key: None,
             initial_free_credits_micros: DEFAULT_INITIAL_FREE_CREDITS_MICROS,
+            x402: crate::x402::X402Config::default(),
         }
     }
 
@@ -210,6 +213,7 @@ impl ServeConfig {
                     format!("{from}: {v:?} is not a dollar amount like 5 or 0.5 (0 disables)")
                 })?;
         }
+        resolve_x402(&mut config.x402, &pick, args)?;
         if let Some(key) = env(BOOTSTRAP_KEY_ENV) {
             // Never echo the value: it is a secret, even when malformed.
             config.bootstrap_key = Some(parse_plain_key(key.trim()).map_err(|e| {
@@ -221,6 +225,89 @@ impl ServeConfig {
         }
         Ok(config)
     }
+}
+
+/// A flag's value (or its variable's) and the name to blame in an error.
+type Pick<'a> = &'a dyn Fn(&Option<String>, &str) -> Option<(String, String)>;
+
+/// The x402 flags (SPEC §7), checked together: a facilitator and `trust-signature` exclude each
+/// other, and `trust-signature` is refused for a mainnet network.
+fn resolve_x402(
+    x402: &mut crate::x402::X402Config,
+    pick: Pick<'_>,
+    args: &ServeArgs,
+) -> Result<(), String> {
+    use crate::crypto::eth::Address;
+    use crate::x402::{Settlement, builtin_networks, parse_custom_networks};
+    if let Some((v, from)) = pick(&args.x402_pay_to, "x402-pay-to") {
+        x402.pay_to =
+            Some(Address::parse_any_case(v.trim()).map_err(|_| {
+                format!("{from}: {v:?} is not an EVM address (0x + 40 hex digits)")
+            })?);
+    }
+    let mut networks = builtin_networks();
+    if let Some((v, from)) = pick(&args.x402_networks, "x402-networks") {
+        networks.extend(parse_custom_networks(&v).map_err(|e| format!("{from}: {e}"))?);
+    }
+    if let Some((v, from)) = pick(&args.x402_network, "x402-network") {
+        let name = v.trim();
+        x402.network = networks
+            .iter()
+            .rev()
+            .find(|n| n.is_named(name))
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
+                format!("{from}: {name:?} is not one of {}", known.join(", "))
+            })?;
+    }
+    if let Some((v, from)) = pick(&args.x402_topup_amounts, "x402-topup-amounts") {
+        let amounts: Option<Vec<i64>> = v
+            .split(',')
+            .map(|a| crate::money::parse_dollars(a.trim()).filter(|m| *m > 0))
+            .collect();
+        x402.topup_amounts_micros = amounts.filter(|a| !a.is_empty()).ok_or_else(|| {
+            format!("{from}: {v:?} is not a list of dollar amounts like 10,50,100")
+        })?;
+    }
+    if let Some((v, from)) = pick(&args.x402_facilitator_timeout, "x402-facilitator-timeout") {
+        x402.facilitator_timeout = parse_duration(&v)
+            .ok_or_else(|| format!("{from}: {v:?} is not a duration like 15s"))?;
+    }
+    if let Some((v, from)) = pick(&args.x402_facilitator_ca, "x402-facilitator-ca") {
+        x402.facilitator_ca_pem =
+            Some(std::fs::read(&v).map_err(|e| format!("{from}: cannot read {v:?}: {e}"))?);
+    }
+    let facilitator = pick(&args.x402_facilitator, "x402-facilitator");
+    let settlement = pick(&args.x402_settlement, "x402-settlement");
+    x402.settlement = match (facilitator, settlement) {
+        (Some((_, f)), Some((_, s))) => {
+            return Err(format!(
+                "{f} and {s} exclude each other: choose one way to settle"
+            ));
+        }
+        (Some((url, from)), None) => {
+            crate::x402::facilitator::validate_url(url.trim())
+                .map_err(|e| format!("{from}: {e}"))?;
+            Settlement::Facilitator(url.trim().to_string())
+        }
+        (None, Some((mode, from))) => {
+            if mode.trim() != "trust-signature" {
+                return Err(format!("{from}: {mode:?} is not trust-signature"));
+            }
+            if !x402.network.testnet {
+                return Err(format!(
+                    "{from}: trust-signature settlement is for test networks only, and {} is a \
+                     mainnet network; use --x402-facilitator",
+                    x402.network.name
+                ));
+            }
+            Settlement::TrustSignature
+        }
+        (None, None) => Settlement::None,
+    };
+    crate::api::topup::facilitator_of(x402).map_err(|e| format!("x402 facilitator: {e}"))?;
+    Ok(())
 }
 
 /// The data directory of an offline command: `--data`, else `ELIZA_CLOUD_DATA`, else the default.

@@ -21,6 +21,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod usage;
+pub mod x402;
 
 use std::process::ExitCode;
 use std::sync::Arc;

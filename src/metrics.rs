@@ -21,6 +21,7 @@ pub struct Metrics {
     auth_failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     rate_limited: AtomicU64,
     credits_charged_micros: AtomicU64,
+    credits_topped_up_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -52,6 +53,11 @@ impl Metrics {
     pub fn record_credits_charged(&self, micros: u64) {
         self.credits_charged_micros
             .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn record_credits_topped_up(&self, micros: i64) {
+        self.credits_topped_up_micros
+            .fetch_add(u64::try_from(micros).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (version 0.0.4).
@@ -122,6 +128,16 @@ impl Metrics {
             out,
             "eliza_credits_charged_micros_total {}",
             self.credits_charged_micros.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP eliza_credits_topped_up_micros_total Credits bought with x402, micro-dollars."
+        );
+        let _ = writeln!(out, "# TYPE eliza_credits_topped_up_micros_total counter");
+        let _ = writeln!(
+            out,
+            "eliza_credits_topped_up_micros_total {}",
+            self.credits_topped_up_micros.load(Ordering::Relaxed)
         );
         out
     }

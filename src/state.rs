@@ -27,11 +27,19 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub usage: UsageRecorder,
     pub nonces: NonceStore,
+    /// The x402 facilitator client, when payments settle through one.
+    pub facilitator: Option<crate::x402::facilitator::Facilitator>,
+    pub x402_in_flight: crate::api::topup::InFlight,
 }
 
 impl AppState {
     pub fn new(config: ServeConfig, store: Store, clock: Arc<dyn Clock>) -> AppState {
         let started_at = clock.now();
+        let facilitator = crate::api::topup::facilitator_of(&config.x402).unwrap_or_else(|e| {
+            // `config::resolve` built it once already; this only fails for a hand-made config.
+            tracing::error!(error = %e, "x402 facilitator unusable; top-ups will answer 503");
+            None
+        });
         AppState {
             config,
             store,
@@ -42,6 +50,8 @@ impl AppState {
             limiter: RateLimiter::new(MAX_BUCKETS),
             usage: UsageRecorder::default(),
             nonces: NonceStore::default(),
+            facilitator,
+            x402_in_flight: crate::api::topup::InFlight::default(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod input;
 pub mod keys;
 pub mod ops;
 pub mod signin;
+pub mod topup;
 
 use serde::Serialize;
 use serde_json::Value;

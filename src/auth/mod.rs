@@ -137,6 +137,22 @@ pub fn presents_wallet_headers(headers: &HeaderMap) -> bool {
     .any(|name| headers.contains_key(*name))
 }
 
+/// Whether the request presents any credential (well formed or not): then it must be valid.
+pub fn presents_credential(headers: &HeaderMap) -> bool {
+    presents_wallet_headers(headers)
+        || headers.contains_key("x-api-key")
+        || headers.contains_key(http::header::AUTHORIZATION)
+        || !matches!(
+            session::session_token(
+                headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .map(|v| v.as_bytes())
+            ),
+            Ok(None)
+        )
+}
+
 /// Picks the credential by SPEC §5's order (x402 joins with the routes that take it): the
 /// wallet-signature headers (any of the three present decides), `X-API-Key`, then
 /// `Authorization: Bearer`, then the `eliza_session` cookie.

@@ -227,6 +227,7 @@ async fn authenticate_for(
     }
     match auth::authenticate(state, headers, request).await {
         Ok(Some(principal)) => Ok(Some(principal)),
+        Ok(None) if route.access() == Access::CredentialOrClientAddress => Ok(None),
         Ok(None) => {
             state
                 .metrics
@@ -262,7 +263,10 @@ pub fn bucket_for(principal: &Principal) -> (BucketKey, u32) {
 /// The route's declared access against what the credential may do.
 fn check_access(access: Access, principal: &Principal, method: &Method) -> Result<(), ApiError> {
     match access {
-        Access::Public | Access::AnyCredential | Access::PerClientAddress => Ok(()),
+        Access::Public
+        | Access::AnyCredential
+        | Access::PerClientAddress
+        | Access::CredentialOrClientAddress => Ok(()),
         Access::Permission(resource) => {
             let level = Level::of_method(method);
             if principal.access.allows(resource, level) {
@@ -300,7 +304,10 @@ where
     if declared_length_exceeds(req.headers(), cap) {
         return Err(ApiError::PayloadTooLarge { limit: cap });
     }
-    if route.access() == Access::PerClientAddress {
+    if route.access() == Access::PerClientAddress
+        || (route.access() == Access::CredentialOrClientAddress
+            && !auth::presents_credential(req.headers()))
+    {
         let address = client_ip(req.headers(), peer, state.config.trust_proxy);
         let decision = state
             .limiter
@@ -377,6 +384,19 @@ where
             api::signin::verify_siws(state, &body).await
         }
         Route::Logout => api::signin::logout(state, &parts.headers).await,
+        Route::Topup(amount) => {
+            let body = body.bytes(cap).await?;
+            let path = parts.uri.path();
+            api::topup::topup(
+                state,
+                principal.as_ref(),
+                amount,
+                path,
+                &parts.headers,
+                &body,
+            )
+            .await
+        }
         Route::NotFound => Err(ApiError::NotFound),
         Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
     }

@@ -21,6 +21,9 @@ pub enum Access {
     Unrestricted,
     /// No credential, but work is done: one bucket per client address (SPEC §8).
     PerClientAddress,
+    /// A credential if one is presented (then it must be valid), else one bucket per client
+    /// address: the x402 top-up, which a payment alone may call.
+    CredentialOrClientAddress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,9 @@ pub enum Route {
     SiwsNonce,
     SiwsVerify,
     Logout,
+    /// `POST /api/v1/topup/{amount}`: the amount in micro-dollars, `None` when it is not a
+    /// dollar amount.
+    Topup(Option<i64>),
     NotFound,
     MethodNotAllowed {
         allow: &'static str,
@@ -80,6 +86,7 @@ impl Route {
             Route::SiwsNonce => "siws_nonce",
             Route::SiwsVerify => "siws_verify",
             Route::Logout => "logout",
+            Route::Topup(_) => "topup",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -103,6 +110,7 @@ impl Route {
             }
             // Logout acts on the cookie it is sent with (and checks its origin) or on nothing.
             Route::Logout => Access::Public,
+            Route::Topup(_) => Access::CredentialOrClientAddress,
         }
     }
 }
@@ -143,6 +151,14 @@ fn id(segment: &str) -> Option<Uuid> {
     Uuid::try_parse(segment).ok()
 }
 
+/// A dollar amount segment (`10`, `2.5`) in micro-dollars.
+fn dollars(segment: &str) -> Option<i64> {
+    if segment.len() > 16 {
+        return None;
+    }
+    crate::money::parse_dollars(segment).filter(|m| *m > 0)
+}
+
 /// The whole routing table.
 pub fn parse_route(method: &Method, path: &str) -> Route {
     let Some((segs, count)) = segments(path) else {
@@ -170,6 +186,7 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
                 Some(key) => only(method, PATCH_DELETE, PATCH_DELETE_ALLOW, Route::ApiKey(key)),
                 None => Route::NotFound,
             },
+            ["topup", amount] => only(method, POST, POST_ALLOW, Route::Topup(dollars(amount))),
             ["api-keys", key, "regenerate"] => match id(key) {
                 Some(key) => only(method, POST, POST_ALLOW, Route::ApiKeyRegenerate(key)),
                 None => Route::NotFound,

@@ -8,15 +8,19 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes a database at version `i` to version `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [create_tables_v1, add_usage_daily_v2, add_wallet_replay_v3];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
+    create_tables_v1,
+    add_usage_daily_v2,
+    add_wallet_replay_v3,
+    add_x402_authorizations_v4,
+];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
 fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -43,6 +47,12 @@ fn add_usage_daily_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Version 3: the single-use marks of wallet-signature requests.
 fn add_wallet_replay_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(WALLET_REPLAY)?;
+    Ok(())
+}
+
+/// Version 4: used x402 authorizations.
+fn add_x402_authorizations_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(X402_AUTHORIZATIONS)?;
     Ok(())
 }
 

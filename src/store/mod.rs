@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ledger;
 pub mod migrations;
 pub mod orgs;
+pub mod payments;
 pub mod replay;
 pub mod sessions;
 pub mod tables;

@@ -51,3 +51,9 @@ pub const USAGE_DAILY: TableDefinition<(u128, i64), u64> = TableDefinition::new(
 /// is out of the ±5 minute window can never match again and are pruned. Schema 3.
 pub const WALLET_REPLAY: TableDefinition<(i64, &[u8; 32]), ()> =
     TableDefinition::new("wallet_replay_v1");
+
+/// `x402:<network>:<payer>:<nonce>` → `PaymentRecord`: every x402 authorization that credited an
+/// organization, written in the same transaction as the credit (whose idempotency key is the same
+/// string), so an authorization never credits twice. Schema 4.
+pub const X402_AUTHORIZATIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("x402_authorizations_v1");

@@ -373,3 +373,134 @@ mod siwe {
         }
     }
 }
+
+/// The x402 reference examples: the real EIP-3009 signature verifies under the USDC domain of
+/// base-sepolia with a clock pinned inside its window, and fails under the wrong domain name.
+mod x402 {
+    use super::*;
+    use eliza_cloud::x402::builtin_networks;
+    use eliza_cloud::x402::payload::{PaymentPayload, decode_header};
+    use eliza_cloud::x402::verify::{Reason, Requirements, transfer_digest, verify_payment};
+
+    fn sepolia() -> eliza_cloud::x402::Network {
+        builtin_networks()
+            .into_iter()
+            .find(|n| n.name == "base-sepolia")
+            .unwrap()
+    }
+
+    fn requirements(network: &eliza_cloud::x402::Network) -> Requirements<'_> {
+        Requirements {
+            network,
+            pay_to: Address::parse_any_case("0x209693Bc6afc0C5328bA36FaF03C514EF312287C").unwrap(),
+            amount: 10_000,
+        }
+    }
+
+    #[test]
+    fn the_reference_payment_verifies_inside_its_window_only() {
+        let file = vectors("x402/spec_examples.json");
+        let e = &file["eip712"];
+        let network = sepolia();
+        assert_eq!(
+            to_hex(&network.domain().separator()),
+            e["domain_separator"].as_str().unwrap()[2..]
+        );
+        let headers = [
+            file["v1"]["X-PAYMENT"][0]["header_value"].as_str().unwrap(),
+            file["v2"]["PAYMENT-SIGNATURE"][0]["header_value"]
+                .as_str()
+                .unwrap(),
+        ];
+        for (i, header) in headers.iter().enumerate() {
+            let payment = PaymentPayload::decode(header.as_bytes()).unwrap();
+            assert_eq!(payment.version, i as u64 + 1);
+            // The decoded JSON is the example's, field for field.
+            let decoded = if i == 0 {
+                &file["v1"]["X-PAYMENT"][0]["decoded"]
+            } else {
+                &file["v2"]["PAYMENT-SIGNATURE"][0]["decoded"]
+            };
+            assert_eq!(&decode_header(header.as_bytes()).unwrap(), decoded);
+            assert_eq!(
+                to_hex(&transfer_digest(&network, &payment.authorization)),
+                e["digest"].as_str().unwrap()[2..]
+            );
+            // validAfter 1740672089, validBefore 1740672154: inside is [after, before - 6].
+            for now in [1_740_672_089, 1_740_672_100, 1_740_672_148] {
+                let ok = verify_payment(&payment, &requirements(&network), now).unwrap();
+                assert_eq!(
+                    ok.payer.to_checksum(),
+                    e["expected_signer"].as_str().unwrap()
+                );
+            }
+            assert_eq!(
+                verify_payment(&payment, &requirements(&network), 1_740_672_149),
+                Err(Reason::ValidBefore)
+            );
+            assert_eq!(
+                verify_payment(&payment, &requirements(&network), 1_740_672_088),
+                Err(Reason::ValidAfter)
+            );
+            assert_eq!(
+                verify_payment(&payment, &requirements(&network), 1_800_000_000),
+                Err(Reason::ValidBefore)
+            );
+            // The wrong domain name recovers another address: the signature does not verify.
+            let mut wrong = network.clone();
+            wrong.token_name = "USD Coin".into();
+            assert_eq!(
+                to_hex(&transfer_digest(&wrong, &payment.authorization)),
+                e["wrong_domain_name_USD_Coin_digest"].as_str().unwrap()[2..]
+            );
+            assert_eq!(
+                verify_payment(&payment, &requirements(&wrong), 1_740_672_100),
+                Err(Reason::InvalidSignature)
+            );
+            // Another price or recipient is refused with its own reason.
+            let mut dearer = requirements(&network);
+            dearer.amount = 10_001;
+            assert_eq!(
+                verify_payment(&payment, &dearer, 1_740_672_100),
+                Err(Reason::Value)
+            );
+            let mut elsewhere = requirements(&network);
+            elsewhere.pay_to = Address([1; 20]);
+            assert_eq!(
+                verify_payment(&payment, &elsewhere, 1_740_672_100),
+                Err(Reason::RecipientMismatch)
+            );
+            let base = builtin_networks()
+                .into_iter()
+                .find(|n| n.name == "base")
+                .unwrap();
+            assert_eq!(
+                verify_payment(&payment, &requirements(&base), 1_740_672_100),
+                Err(Reason::InvalidNetwork)
+            );
+        }
+        let base = builtin_networks()
+            .into_iter()
+            .find(|n| n.name == "base")
+            .unwrap();
+        assert_eq!(
+            to_hex(&base.domain().separator()),
+            file["base_mainnet_usdc_domain_separator"]["domain_separator"]
+                .as_str()
+                .unwrap()[2..]
+        );
+        // The response examples decode to what they say.
+        for version in ["v1", "v2"] {
+            let name = if version == "v1" {
+                "X-PAYMENT-RESPONSE"
+            } else {
+                "PAYMENT-RESPONSE"
+            };
+            for example in file[version][name].as_array().unwrap() {
+                let decoded =
+                    decode_header(example["header_value"].as_str().unwrap().as_bytes()).unwrap();
+                assert_eq!(decoded, example["decoded"]);
+            }
+        }
+    }
+}
