@@ -253,5 +253,40 @@ fn sign_in(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keys, key_verification, routing, sign_in);
+/// x402: decoding the reference `X-PAYMENT` header and every stateless verification step
+/// (EIP-712 digest, low-S recovery, recipient, window, value).
+fn payments(c: &mut Criterion) {
+    use eliza_cloud::crypto::eth::Address;
+    use eliza_cloud::x402::payload::PaymentPayload;
+    use eliza_cloud::x402::verify::{Requirements, verify_payment};
+    let file: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/x402/spec_examples.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let header = file["v1"]["X-PAYMENT"][0]["header_value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let network = eliza_cloud::x402::X402Config::default().network;
+    let required = Requirements {
+        network: &network,
+        pay_to: Address::parse_any_case("0x209693Bc6afc0C5328bA36FaF03C514EF312287C").unwrap(),
+        amount: 10_000,
+    };
+    c.bench_function("x402/decode_header", |b| {
+        b.iter(|| PaymentPayload::decode(black_box(header.as_bytes())).unwrap())
+    });
+    c.bench_function("x402/decode_and_verify", |b| {
+        b.iter(|| {
+            let payment = PaymentPayload::decode(black_box(header.as_bytes())).unwrap();
+            verify_payment(&payment, &required, 1_740_672_100).unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, keys, key_verification, routing, sign_in, payments);
 criterion_main!(benches);

@@ -75,6 +75,7 @@ pub fn stored_records(data: &[u8]) {
     law::<keys::ApiKeyRecord>(data);
     law::<sessions::SessionRecord>(data);
     law::<ledger::LedgerEntry>(data);
+    law::<crate::store::payments::PaymentRecord>(data);
 }
 
 /// Query strings: parsing never panics, and what parses survives re-encoding every byte.
@@ -174,6 +175,35 @@ pub fn wallet_headers(data: &[u8]) {
     }
 }
 
+/// x402 payment headers: decoding never panics; whatever decodes re-encodes to a header that
+/// decodes to the same payment, and verifying it never panics.
+pub fn payment_header(data: &[u8]) {
+    use crate::x402::payload::PaymentPayload;
+    use crate::x402::verify::{Requirements, verify_payment};
+    for header in [data.to_vec(), crate::x402::payload::encode_json_bytes(data)] {
+        if let Ok(payment) = PaymentPayload::decode(&header) {
+            // The raw JSON may carry more than the fields; everything else must survive.
+            let again = PaymentPayload::decode(payment.encode().as_bytes());
+            assert!(again.is_ok(), "a decoded payment must re-encode");
+            if let Ok(again) = again {
+                assert_eq!(
+                    (again.version, &again.scheme, &again.network),
+                    (payment.version, &payment.scheme, &payment.network)
+                );
+                assert_eq!(again.authorization, payment.authorization);
+                assert_eq!(again.signature, payment.signature);
+            }
+            let network = crate::x402::X402Config::default().network;
+            let required = Requirements {
+                network: &network,
+                pay_to: payment.authorization.to,
+                amount: 10_000,
+            };
+            let _ = verify_payment(&payment, &required, 1_740_672_100);
+        }
+    }
+}
+
 /// Base58: decoding never panics, and base58 is a bijection (encode(decode(s)) == s); bytes
 /// encode to text that decodes back to them.
 pub fn base58(data: &[u8]) {
@@ -245,6 +275,14 @@ mod tests {
     #[test]
     fn wallet_header_seeds() {
         replay("wallet_headers", super::wallet_headers);
+    }
+
+    #[test]
+    fn payment_header_seeds() {
+        replay("payment_header", super::payment_header);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/payment_header");
+        let seed = std::fs::read(dir.join("v1_reference")).unwrap();
+        crate::x402::payload::PaymentPayload::decode(&seed).unwrap();
     }
 
     #[test]

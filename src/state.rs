@@ -14,6 +14,8 @@ use crate::usage::UsageRecorder;
 
 /// Most keys kept in the lookup cache.
 pub const KEY_CACHE_CAPACITY: u64 = 100_000;
+/// Most wallet-signature marks remembered in memory (the store keeps them all).
+pub const WALLET_MARKS_CAPACITY: u64 = 100_000;
 /// Most rate-limit buckets kept at once.
 pub const MAX_BUCKETS: u64 = 200_000;
 
@@ -27,6 +29,9 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub usage: UsageRecorder,
     pub nonces: NonceStore,
+    /// Wallet-signature marks accepted by this process (SPEC §1): a replay is refused without a
+    /// store transaction. The store's `wallet_replay_v1` is the authority, across restarts too.
+    pub wallet_marks: moka::sync::Cache<[u8; 32], ()>,
     /// The x402 facilitator client, when payments settle through one.
     pub facilitator: Option<crate::x402::facilitator::Facilitator>,
     pub x402_in_flight: crate::api::topup::InFlight,
@@ -50,6 +55,10 @@ impl AppState {
             limiter: RateLimiter::new(MAX_BUCKETS),
             usage: UsageRecorder::default(),
             nonces: NonceStore::default(),
+            wallet_marks: moka::sync::Cache::builder()
+                .max_capacity(WALLET_MARKS_CAPACITY)
+                .time_to_live(std::time::Duration::from_secs(600))
+                .build(),
             facilitator,
             x402_in_flight: crate::api::topup::InFlight::default(),
         }

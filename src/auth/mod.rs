@@ -315,6 +315,12 @@ async fn authenticate_wallet(
     let now = state.now();
     let verified =
         wallet::verify(found, request, now).map_err(|e| AuthFailure::wallet(e.reason()))?;
+    // Marks seen by this process are refused from memory; the store decides for the rest.
+    let replayed = AuthFailure::wallet(wallet::WalletError::Replay.reason());
+    if state.wallet_marks.contains_key(&verified.mark) {
+        return Err(replayed);
+    }
+    let mark = verified.mark;
     let account_wallet = verified.address.wallet();
     let bonus = Bonus::Grant(state.config.initial_free_credits_micros);
     let account = state
@@ -336,7 +342,8 @@ async fn authenticate_wallet(
             tracing::error!(error = %e, "wallet account lookup failed");
             AuthFailure::wallet("store_error")
         })?
-        .ok_or(AuthFailure::wallet(wallet::WalletError::Replay.reason()))?;
+        .ok_or(replayed)?;
+    state.wallet_marks.insert(mark, ());
     if !account.organization.is_active || !account.user.is_active {
         return Err(AuthFailure::wallet("inactive_account"));
     }

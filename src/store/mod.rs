@@ -575,6 +575,24 @@ mod codec_properties {
         }
 
         #[test]
+        fn payment_record_round_trips(
+            (org, entry) in (uuid(), uuid()),
+            (payer, network, tx) in (".{0,42}", "[a-z-]{1,20}", ".{0,66}"),
+            (amount, created) in (any::<i64>(), any::<i64>()),
+        ) {
+            let r = crate::store::payments::PaymentRecord {
+                organization_id: org,
+                payer,
+                network,
+                amount_micros: amount,
+                transaction: tx,
+                ledger_entry_id: entry,
+                created_at: created,
+            };
+            prop_assert_eq!(decode::<crate::store::payments::PaymentRecord>(&encode(&r).unwrap()).unwrap(), r);
+        }
+
+        #[test]
         fn ledger_entry_round_trips(r in ledger_entry()) {
             prop_assert_eq!(decode::<LedgerEntry>(&encode(&r).unwrap()).unwrap(), r);
         }

@@ -18,5 +18,6 @@ mod rate_limits;
 mod signin;
 mod storage;
 mod support;
+mod topup;
 mod vectors;
 mod wallet_auth;

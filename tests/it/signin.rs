@@ -26,6 +26,10 @@ impl EvmWallet {
         EvmWallet { key, address }
     }
 
+    pub fn signing_key(&self) -> SigningKey {
+        self.key.clone()
+    }
+
     /// `r ‖ s ‖ v` (v = 27/28), low-S as k256 signs.
     pub fn sign_raw(&self, message: &[u8]) -> [u8; 65] {
         let (sig, recid) = self.key.sign_prehash_recoverable(&eip191_hash(message));

@@ -1,0 +1,974 @@
+//! x402 top-ups over HTTP (SPEC §7), with payer wallets generated in the test: the 402 of both
+//! versions, a full top-up in each settlement mode (the facilitator is a real HTTP or HTTPS server
+//! on 127.0.0.1 that checks what it receives), every rejection reason, a facilitator that fails,
+//! replays (also after a restart and when racing), who is credited.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k256::ecdsa::SigningKey;
+use serde_json::{Value, json};
+
+use eliza_cloud::crypto::eth::Address;
+use eliza_cloud::crypto::to_hex;
+use eliza_cloud::x402::payload::{Authorization, U256};
+use eliza_cloud::x402::verify::transfer_digest;
+use eliza_cloud::x402::{Settlement, X402Config, builtin_networks};
+
+use crate::signin::{EvmWallet, high_s_twin, siwe_sign_in};
+use crate::support::{T0, TestResponse, TestServer};
+
+const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+const NOW_SECS: u64 = (T0.0 / 1000) as u64;
+const TEN_DOLLARS: u128 = 10_000_000;
+
+fn x402(settlement: Settlement) -> X402Config {
+    X402Config {
+        pay_to: Some(Address::parse_any_case(PAY_TO).unwrap()),
+        settlement,
+        ..X402Config::default()
+    }
+}
+
+fn sepolia() -> eliza_cloud::x402::Network {
+    builtin_networks()
+        .into_iter()
+        .find(|n| n.name == "base-sepolia")
+        .unwrap()
+}
+
+/// A payer's authorization, signed over the token domain; fields may be changed before signing.
+struct Pay {
+    key: SigningKey,
+    from: Address,
+    to: Address,
+    value: u128,
+    valid_after: u64,
+    valid_before: u64,
+    nonce: [u8; 32],
+    network: eliza_cloud::x402::Network,
+}
+
+impl Pay {
+    fn new(payer: &EvmWallet) -> Pay {
+        Pay {
+            key: payer.signing_key(),
+            from: payer.address,
+            to: Address::parse_any_case(PAY_TO).unwrap(),
+            value: TEN_DOLLARS,
+            valid_after: NOW_SECS - 60,
+            valid_before: NOW_SECS + 300,
+            nonce: rand::random(),
+            network: sepolia(),
+        }
+    }
+
+    fn authorization(&self) -> Authorization {
+        Authorization {
+            from: self.from,
+            to: self.to,
+            value: U256::from_u128(self.value),
+            valid_after: U256::from_u128(u128::from(self.valid_after)),
+            valid_before: U256::from_u128(u128::from(self.valid_before)),
+            nonce: self.nonce,
+        }
+    }
+
+    fn signature_bytes(&self) -> [u8; 65] {
+        self.signature_by(&self.key)
+    }
+
+    fn signature_by(&self, key: &SigningKey) -> [u8; 65] {
+        let digest = transfer_digest(&self.network, &self.authorization());
+        let (sig, recid) = key.sign_prehash_recoverable(&digest);
+        let mut rsv = [0u8; 65];
+        rsv[..64].copy_from_slice(&sig.to_bytes());
+        rsv[64] = 27 + recid.to_byte();
+        rsv
+    }
+
+    fn payload(&self, signature: &[u8; 65]) -> Value {
+        json!({
+            "signature": format!("0x{}", to_hex(signature)),
+            "authorization": {
+                "from": self.from.to_checksum(),
+                "to": self.to.to_checksum(),
+                "value": self.value.to_string(),
+                "validAfter": self.valid_after.to_string(),
+                "validBefore": self.valid_before.to_string(),
+                "nonce": format!("0x{}", to_hex(&self.nonce)),
+            }
+        })
+    }
+
+    /// The `X-PAYMENT` value (v1).
+    fn v1(&self) -> String {
+        self.v1_with(&self.signature_bytes(), "exact", "base-sepolia", 1)
+    }
+
+    fn v1_with(&self, signature: &[u8; 65], scheme: &str, network: &str, version: u64) -> String {
+        let p = json!({"x402Version": version, "scheme": scheme, "network": network, "payload": self.payload(signature)});
+        STANDARD.encode(p.to_string())
+    }
+
+    /// The `PAYMENT-SIGNATURE` value (v2).
+    fn v2(&self) -> String {
+        let p = json!({
+            "x402Version": 2,
+            "resource": {"url": "http://localhost:3000/api/v1/topup/10"},
+            "accepted": {"scheme": "exact", "network": "eip155:84532", "amount": self.value.to_string(),
+                         "asset": sepolia().asset.to_checksum(), "payTo": PAY_TO, "maxTimeoutSeconds": 300,
+                         "extra": {"name": "USDC", "version": "2"}},
+            "payload": self.payload(&self.signature_bytes()),
+        });
+        STANDARD.encode(p.to_string())
+    }
+}
+
+async fn topup(
+    server: &TestServer,
+    amount: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> TestResponse {
+    // A client address of its own per call, so the per-address bucket does not interfere.
+    let [a, b, c]: [u8; 3] = rand::random();
+    let address = format!("10.{a}.{b}.{c}");
+    let mut all = vec![("x-forwarded-for", address.as_str())];
+    all.extend_from_slice(headers);
+    server
+        .request(
+            Method::POST,
+            &format!("/api/v1/topup/{amount}"),
+            &all,
+            body.to_string(),
+        )
+        .await
+}
+
+fn decode64(text: &str) -> Value {
+    serde_json::from_slice(&STANDARD.decode(text).unwrap()).unwrap()
+}
+
+/// A 402 whose error is `reason`, with both versions.
+fn assert_refused(r: &TestResponse, reason: &str) {
+    assert_eq!(
+        r.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["error"], reason);
+    assert_eq!(
+        decode64(r.header("payment-required").unwrap())["error"],
+        reason
+    );
+}
+
+async fn balance_of_wallet(server: &TestServer, wallet: &EvmWallet) -> (String, Value) {
+    let r = siwe_sign_in(server, wallet).await.json();
+    let key = r["apiKey"].as_str().unwrap().to_string();
+    let credits = server
+        .get("/api/v1/credits", &[("x-api-key", &key)])
+        .await
+        .json();
+    (credits["balance"].as_str().unwrap().to_string(), r)
+}
+
+#[tokio::test]
+async fn without_a_payment_the_answer_is_402_in_both_versions() {
+    let plain = TestServer::start().await;
+    plain
+        .request(Method::POST, "/api/v1/topup/10", &[], "")
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+    let unsettled = TestServer::start_with(|c| c.x402 = x402(Settlement::None)).await;
+    unsettled
+        .request(Method::POST, "/api/v1/topup/10", &[], "")
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+
+    let server = TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.x402 = x402(Settlement::TrustSignature);
+    })
+    .await;
+    let r = topup(&server, "10", &[], "").await;
+    assert_refused(&r, "X-PAYMENT header is required");
+    let v1 = r.json();
+    assert_eq!(v1["x402Version"], 1);
+    let a = &v1["accepts"][0];
+    assert_eq!(a["scheme"], "exact");
+    assert_eq!(a["network"], "base-sepolia");
+    assert_eq!(a["maxAmountRequired"], "10000000");
+    assert_eq!(a["resource"], "http://localhost:3000/api/v1/topup/10");
+    assert_eq!(a["mimeType"], "application/json");
+    assert_eq!(a["payTo"], PAY_TO);
+    assert_eq!(a["maxTimeoutSeconds"], 300);
+    assert_eq!(a["asset"], "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+    assert_eq!(a["extra"], json!({"name": "USDC", "version": "2"}));
+    let v2 = decode64(r.header("payment-required").unwrap());
+    assert_eq!(v2["x402Version"], 2);
+    assert_eq!(
+        v2["resource"]["url"],
+        "http://localhost:3000/api/v1/topup/10"
+    );
+    let b = &v2["accepts"][0];
+    assert_eq!(
+        (b["network"].as_str(), b["amount"].as_str()),
+        (Some("eip155:84532"), Some("10000000"))
+    );
+    assert_eq!(b["payTo"], PAY_TO);
+    assert_eq!(b["extra"]["name"], "USDC");
+    // 50 and 100 are offered too; other amounts are 400.
+    let r = topup(&server, "50", &[], "").await;
+    assert_eq!(r.json()["accepts"][0]["maxAmountRequired"], "50000000");
+    for bad in ["7", "abc", "-10", "10.5"] {
+        topup(&server, bad, &[], "")
+            .await
+            .assert_error(400, "VALIDATION_ERROR");
+    }
+    // Undecodable headers are 400; a decodable non-payment is 402 invalid_payload.
+    topup(&server, "10", &[("x-payment", "%%%")], "")
+        .await
+        .assert_error(400, "INVALID_JSON");
+    let not_json = STANDARD.encode("{nope");
+    topup(&server, "10", &[("x-payment", &not_json)], "")
+        .await
+        .assert_error(400, "INVALID_JSON");
+    let missing = STANDARD.encode(r#"{"x402Version":1,"scheme":"exact","network":"base-sepolia"}"#);
+    assert_refused(
+        &topup(&server, "10", &[("x-payment", &missing)], "").await,
+        "invalid_payload",
+    );
+    // Without a credential a top-up draws on the client address's bucket: 10 per minute.
+    for _ in 0..10 {
+        let r = server
+            .request(
+                Method::POST,
+                "/api/v1/topup/10",
+                &[("x-forwarded-for", "10.1.1.1")],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(r.header("x-ratelimit-limit"), Some("10"));
+    }
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-forwarded-for", "10.1.1.1")],
+            "",
+        )
+        .await;
+    r.assert_error(429, "RATE_LIMITED");
+    // GET is not a top-up.
+    let r = server.get("/api/v1/topup/10", &[]).await;
+    r.assert_error(405, "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn a_trusted_signature_credits_the_payer_once_also_after_restart_and_when_racing() {
+    let mut server = TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.x402 = x402(Settlement::TrustSignature);
+    })
+    .await;
+    let payer = EvmWallet::new();
+    let pay = Pay::new(&payer);
+    let header = pay.v1();
+    let r = topup(&server, "10", &[("x-payment", &header)], "").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let j = r.json();
+    assert_eq!(j["success"], true);
+    assert_eq!(j["amount"], "10.000000");
+    assert_eq!(j["walletAddress"], payer.address.to_checksum());
+    assert_eq!(
+        j["newBalance"], "10.000000",
+        "no sign-up bonus for an account made by a top-up"
+    );
+    assert_eq!(j["payment"]["method"], "x402");
+    assert_eq!(j["payment"]["network"], "base-sepolia");
+    assert_eq!(j["payment"]["payer"], payer.address.to_checksum());
+    let tx = j["payment"]["transaction"].as_str().unwrap().to_string();
+    assert_eq!(
+        tx,
+        format!(
+            "0x{}",
+            to_hex(&transfer_digest(&sepolia(), &pay.authorization()))
+        )
+    );
+    let v1 = decode64(r.header("x-payment-response").unwrap());
+    assert_eq!(
+        v1,
+        json!({"success": true, "transaction": tx, "network": "base-sepolia", "payer": payer.address.to_checksum()})
+    );
+    assert_eq!(
+        decode64(r.header("payment-response").unwrap())["network"],
+        "eip155:84532"
+    );
+
+    // A replay never credits again, also after a restart.
+    assert_refused(
+        &topup(&server, "10", &[("x-payment", &header)], "").await,
+        "invalid_transaction_state",
+    );
+    server.restart().await;
+    assert_refused(
+        &topup(&server, "10", &[("x-payment", &header)], "").await,
+        "invalid_transaction_state",
+    );
+    let (balance, signed_in) = balance_of_wallet(&server, &payer).await;
+    assert_eq!(balance, "10.000000");
+    assert_eq!(signed_in["isNewAccount"], false);
+    assert_eq!(
+        signed_in["initialCreditsGranted"], "0.000000",
+        "the bonus was not owed later either"
+    );
+
+    // Six copies of one fresh authorization at once: one credit.
+    let pay = Pay::new(&payer);
+    let header = pay.v2();
+    let headers = [("payment-signature", header.as_str())];
+    let attempts = (0..6).map(|_| server.request(Method::POST, "/api/v1/topup/10", &headers, ""));
+    let statuses: Vec<_> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
+            .count(),
+        5
+    );
+    assert_eq!(balance_of_wallet(&server, &payer).await.0, "20.000000");
+}
+
+#[tokio::test]
+async fn every_verification_step_has_its_reason() {
+    let server = TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.x402 = x402(Settlement::TrustSignature);
+    })
+    .await;
+    let payer = EvmWallet::new();
+    let good = Pay::new(&payer);
+    let sig = good.signature_bytes();
+    let mut cases: Vec<(&str, String)> = vec![
+        (
+            "invalid_x402_version",
+            good.v1_with(&sig, "exact", "base-sepolia", 3),
+        ),
+        (
+            "unsupported_scheme",
+            good.v1_with(&sig, "upto", "base-sepolia", 1),
+        ),
+        ("invalid_network", good.v1_with(&sig, "exact", "base", 1)),
+        (
+            "invalid_exact_evm_payload_signature",
+            good.v1_with(&high_s_twin(&sig), "exact", "base-sepolia", 1),
+        ),
+    ];
+    let stranger = EvmWallet::new().signing_key();
+    cases.push((
+        "invalid_exact_evm_payload_signature",
+        good.v1_with(&good.signature_by(&stranger), "exact", "base-sepolia", 1),
+    ));
+    let mut tweak = |label: &'static str, f: &dyn Fn(&mut Pay)| {
+        let mut p = Pay::new(&payer);
+        f(&mut p);
+        cases.push((label, p.v1()));
+    };
+    tweak("invalid_exact_evm_payload_recipient_mismatch", &|p| {
+        p.to = Address([7; 20])
+    });
+    tweak(
+        "invalid_exact_evm_payload_authorization_valid_before",
+        &|p| p.valid_before = NOW_SECS + 5,
+    );
+    tweak(
+        "invalid_exact_evm_payload_authorization_valid_after",
+        &|p| p.valid_after = NOW_SECS + 1,
+    );
+    tweak("invalid_exact_evm_payload_authorization_value", &|p| {
+        p.value = TEN_DOLLARS - 1
+    });
+    tweak("invalid_exact_evm_payload_authorization_value", &|p| {
+        p.value = TEN_DOLLARS * 5
+    });
+    for (reason, header) in &cases {
+        let r = topup(&server, "10", &[("x-payment", header)], "").await;
+        assert_refused(&r, reason);
+    }
+    // The edges that pass: validBefore exactly now + 6, validAfter exactly now.
+    let mut edge = Pay::new(&payer);
+    edge.valid_before = NOW_SECS + 6;
+    edge.valid_after = NOW_SECS;
+    let r = topup(&server, "10", &[("x-payment", &edge.v1())], "").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let metrics = String::from_utf8(server.get("/metrics", &[]).await.body.to_vec()).unwrap();
+    assert!(
+        metrics
+            .contains(r#"method="x402",reason="invalid_exact_evm_payload_authorization_value"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("eliza_credits_topped_up_micros_total 10000000"));
+}
+
+#[tokio::test]
+async fn who_is_credited_follows_the_order_of_the_spec() {
+    let server = TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.x402 = x402(Settlement::TrustSignature);
+    })
+    .await;
+    let payer = EvmWallet::new();
+    // Another credential: the operator's organization.
+    let r = topup(
+        &server,
+        "10",
+        &[
+            ("x-payment", &Pay::new(&payer).v1()),
+            ("x-api-key", &server.operator_key),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let me = server
+        .get(
+            "/api/v1/auth/whoami",
+            &[("x-api-key", &server.operator_key)],
+        )
+        .await
+        .json();
+    assert_eq!(r.json()["organizationId"], me["organization"]["id"]);
+    // A bad credential beside a good payment is a 401, never a payment for someone else.
+    let r = topup(
+        &server,
+        "10",
+        &[
+            ("x-payment", &Pay::new(&payer).v1()),
+            ("x-api-key", "ek_live_nope"),
+        ],
+        "",
+    )
+    .await;
+    r.assert_error(401, "UNAUTHORIZED");
+    // No credential, a walletAddress in the body: that wallet (a new account, no bonus).
+    let beneficiary = EvmWallet::new();
+    let body = json!({"walletAddress": beneficiary.address.to_lower_hex()}).to_string();
+    let r = topup(
+        &server,
+        "50",
+        &[("x-payment", &{
+            let mut p = Pay::new(&payer);
+            p.value = 50_000_000;
+            p.v1()
+        })],
+        &body,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["walletAddress"], beneficiary.address.to_checksum());
+    assert_eq!(
+        balance_of_wallet(&server, &beneficiary).await.0,
+        "50.000000"
+    );
+    topup(&server, "10", &[], r#"{"walletAddress": "0x12"}"#)
+        .await
+        .assert_error(400, "VALIDATION_ERROR");
+    topup(&server, "10", &[], "not json")
+        .await
+        .assert_error(400, "INVALID_JSON");
+    // Wallet-signature headers: that wallet, even with a walletAddress in the body.
+    let agent = EvmWallet::new();
+    let ts = T0.0;
+    let hash = {
+        use sha2::Digest;
+        to_hex(&sha2::Sha256::digest(format!("\n{body}").as_bytes()))
+    };
+    let text = format!(
+        "Eliza Cloud Authentication\nTimestamp: {ts}\nMethod: POST\nPath: /api/v1/topup/10\nPayload-SHA256: {hash}"
+    );
+    let ts_text = ts.to_string();
+    let sig = agent.sign(&text);
+    let agent_address = agent.address.to_checksum();
+    let r = topup(
+        &server,
+        "10",
+        &[
+            ("x-payment", &Pay::new(&payer).v1()),
+            ("x-wallet-address", &agent_address),
+            ("x-timestamp", &ts_text),
+            ("x-wallet-signature", &sig),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["walletAddress"], agent.address.to_checksum());
+    // The agent's account got the sign-up bonus from its wallet headers (SPEC §6) plus the top-up.
+    assert_eq!(r.json()["newBalance"], "15.000000");
+}
+
+#[tokio::test]
+async fn a_mainnet_network_refuses_trust_signature_and_test_keys() {
+    use eliza_cloud::cli::ServeArgs;
+    use eliza_cloud::config::ServeConfig;
+    let args = ServeArgs {
+        x402_pay_to: Some(PAY_TO.into()),
+        x402_network: Some("base".into()),
+        x402_settlement: Some("trust-signature".into()),
+        ..ServeArgs::default()
+    };
+    let error = ServeConfig::resolve(&args, &|_| None).unwrap_err();
+    assert!(error.contains("test networks only"), "{error}");
+    let args = ServeArgs {
+        x402_network: Some("base-sepolia".into()),
+        ..args
+    };
+    assert_eq!(
+        ServeConfig::resolve(&args, &|_| None)
+            .unwrap()
+            .x402
+            .settlement,
+        Settlement::TrustSignature
+    );
+    let both = ServeArgs {
+        x402_facilitator: Some("http://127.0.0.1:9".into()),
+        ..args
+    };
+    assert!(ServeConfig::resolve(&both, &|_| None).is_err());
+
+    // With a facilitator, mainnet works, but never through a test key.
+    let facilitator = Facilitator::start(Behaviour::default(), None).await;
+    let base = builtin_networks()
+        .into_iter()
+        .find(|n| n.name == "base")
+        .unwrap();
+    let server = TestServer::start_with(|c| {
+        c.x402 = X402Config {
+            network: base.clone(),
+            ..x402(Settlement::Facilitator(facilitator.url()))
+        };
+    })
+    .await;
+    let (_, test_key, _) = server
+        .create_key(json!({"name": "t", "type": "test"}))
+        .await;
+    let mut pay = Pay::new(&EvmWallet::new());
+    pay.network = base;
+    let header = pay.v1_with(&pay.signature_bytes(), "exact", "base", 1);
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[
+                ("x-payment", header.as_str()),
+                ("x-api-key", test_key.as_str()),
+            ],
+            "",
+        )
+        .await;
+    assert_refused(&r, "invalid_network");
+    assert_eq!(facilitator.calls(), 0);
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", header.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(facilitator.calls(), 2, "verify then settle");
+}
+
+#[derive(Clone, Default)]
+struct Behaviour {
+    verify_invalid: Option<&'static str>,
+    settle_error: Option<&'static str>,
+}
+
+/// A stand-in facilitator: a real HTTP(S) server on 127.0.0.1 that checks each request's shape
+/// and answers as told.
+struct Facilitator {
+    addr: SocketAddr,
+    https: bool,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Facilitator {
+    async fn start(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Facilitator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let https = tls.is_some();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let behaviour = behaviour.clone();
+                let log = log.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let behaviour = behaviour.clone();
+                        let log = log.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let body: Value = serde_json::from_slice(&body).unwrap();
+                            log.lock().unwrap().push((path.clone(), body.clone()));
+                            // What a real facilitator needs: the payload as the client sent it and
+                            // requirements of the same version.
+                            let version = body["x402Version"].as_u64().unwrap();
+                            assert_eq!(body["paymentPayload"]["x402Version"], version);
+                            let req = &body["paymentRequirements"];
+                            assert_eq!(req["payTo"], PAY_TO);
+                            assert_eq!(req["scheme"], "exact");
+                            let amount = if version == 1 {
+                                &req["maxAmountRequired"]
+                            } else {
+                                &req["amount"]
+                            };
+                            assert_eq!(
+                                amount,
+                                &body["paymentPayload"]["payload"]["authorization"]["value"]
+                            );
+                            let answer = match path.as_str() {
+                                "/verify" => match behaviour.verify_invalid {
+                                    Some(r) => json!({"isValid": false, "invalidReason": r}),
+                                    None => {
+                                        json!({"isValid": true, "payer": body["paymentPayload"]["payload"]["authorization"]["from"]})
+                                    }
+                                },
+                                "/settle" => match behaviour.settle_error {
+                                    Some(r) => {
+                                        json!({"success": false, "errorReason": r, "transaction": "", "network": req["network"]})
+                                    }
+                                    None => {
+                                        json!({"success": true, "transaction": format!("0x{}", "ab".repeat(32)), "network": req["network"]})
+                                    }
+                                },
+                                _ => json!({"error": "unknown"}),
+                            };
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(answer.to_string()),
+                            )))
+                        }
+                    });
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Facilitator { addr, https, seen }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.addr
+        )
+    }
+
+    fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+async fn facilitator_server(behaviour: Behaviour) -> (Facilitator, TestServer) {
+    let facilitator = Facilitator::start(behaviour, None).await;
+    let url = facilitator.url();
+    let server = TestServer::start_with(|c| c.x402 = x402(Settlement::Facilitator(url))).await;
+    (facilitator, server)
+}
+
+#[tokio::test]
+async fn a_facilitator_verifies_and_settles_before_anything_is_credited() {
+    let (facilitator, server) = facilitator_server(Behaviour::default()).await;
+    let key = server.operator_key.clone();
+    let pay = Pay::new(&EvmWallet::new());
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[
+                ("payment-signature", pay.v2().as_str()),
+                ("x-api-key", key.as_str()),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        r.json()["payment"]["transaction"],
+        format!("0x{}", "ab".repeat(32))
+    );
+    assert_eq!(r.json()["payment"]["network"], "eip155:84532");
+    assert_eq!(facilitator.paths(), ["/verify", "/settle"]);
+    let sent = facilitator.seen.lock().unwrap()[0].1.clone();
+    assert_eq!(sent["paymentRequirements"]["network"], "eip155:84532");
+    assert_eq!(
+        sent["paymentPayload"],
+        decode64(&pay.v2()),
+        "the payload is forwarded as sent"
+    );
+    // A v1 payment gets v1 requirements.
+    let pay = Pay::new(&EvmWallet::new());
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[
+                ("x-payment", pay.v1().as_str()),
+                ("x-api-key", key.as_str()),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sent = facilitator.seen.lock().unwrap()[2].1.clone();
+    assert_eq!(sent["paymentRequirements"]["network"], "base-sepolia");
+    assert_eq!(
+        sent["paymentRequirements"]["resource"],
+        "http://localhost:3000/api/v1/topup/10"
+    );
+    let credits = server
+        .get("/api/v1/credits", &[("x-api-key", &key)])
+        .await
+        .json();
+    let topups = credits["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["description"] == "x402 top-up")
+        .count();
+    assert_eq!(topups, 2);
+
+    // A payment that fails our own checks never reaches the facilitator.
+    let mut late = Pay::new(&EvmWallet::new());
+    late.valid_before = NOW_SECS;
+    let calls = facilitator.calls();
+    assert_refused(
+        &server
+            .request(
+                Method::POST,
+                "/api/v1/topup/10",
+                &[("x-payment", late.v1().as_str())],
+                "",
+            )
+            .await,
+        "invalid_exact_evm_payload_authorization_valid_before",
+    );
+    assert_eq!(facilitator.calls(), calls);
+}
+
+#[tokio::test]
+async fn a_facilitator_that_refuses_or_is_gone_credits_nothing() {
+    for (behaviour, reason) in [
+        (
+            Behaviour {
+                settle_error: Some("insufficient_funds"),
+                ..Behaviour::default()
+            },
+            "insufficient_funds",
+        ),
+        (
+            Behaviour {
+                settle_error: Some("chain_on_fire"),
+                ..Behaviour::default()
+            },
+            "unexpected_settle_error",
+        ),
+        (
+            Behaviour {
+                verify_invalid: Some("invalid_exact_evm_payload_signature"),
+                ..Behaviour::default()
+            },
+            "invalid_exact_evm_payload_signature",
+        ),
+    ] {
+        let (_facilitator, server) = facilitator_server(behaviour).await;
+        let pay = Pay::new(&EvmWallet::new());
+        let r = server
+            .request(
+                Method::POST,
+                "/api/v1/topup/10",
+                &[
+                    ("x-payment", pay.v1().as_str()),
+                    ("x-api-key", server.operator_key.as_str()),
+                ],
+                "",
+            )
+            .await;
+        assert_refused(&r, reason);
+        let credits = server
+            .get("/api/v1/credits", &[("x-api-key", &server.operator_key)])
+            .await
+            .json();
+        assert_eq!(credits["balance"], "0.000000", "{reason}: nothing credited");
+    }
+    // Nobody listening: 503, nothing credited, and the same payment works once it is back.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = TestServer::start_with(|c| c.x402 = x402(Settlement::Facilitator(url))).await;
+    let pay = Pay::new(&EvmWallet::new());
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", pay.v1().as_str())],
+            "",
+        )
+        .await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn an_https_facilitator_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    let facilitator = Facilitator::start(
+        Behaviour::default(),
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    )
+    .await;
+    let url = facilitator.url();
+    assert!(url.starts_with("https://127.0.0.1:"));
+    let ca_pem = ca_cert.pem().into_bytes();
+    let trusted = TestServer::start_with(|c| {
+        c.x402 = X402Config {
+            facilitator_ca_pem: Some(ca_pem),
+            ..x402(Settlement::Facilitator(url.clone()))
+        };
+    })
+    .await;
+    let pay = Pay::new(&EvmWallet::new());
+    let r = trusted
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", pay.v1().as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(facilitator.paths(), ["/verify", "/settle"]);
+    // Without the CA the certificate is refused: 503, and the facilitator saw nothing new.
+    let untrusting =
+        TestServer::start_with(|c| c.x402 = x402(Settlement::Facilitator(url.clone()))).await;
+    let pay = Pay::new(&EvmWallet::new());
+    let r = untrusting
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", pay.v1().as_str())],
+            "",
+        )
+        .await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(facilitator.calls(), 2);
+}
