@@ -902,6 +902,41 @@ async fn a_facilitator_that_refuses_or_is_gone_credits_nothing() {
 }
 
 #[tokio::test]
+async fn a_facilitator_that_never_answers_times_out() {
+    // Accepts connections and reads, but never writes a byte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let server = TestServer::start_with(|c| {
+        c.x402 = X402Config {
+            facilitator_timeout: std::time::Duration::from_millis(200),
+            ..x402(Settlement::Facilitator(url))
+        };
+    })
+    .await;
+    let pay = Pay::new(&EvmWallet::new());
+    let started = std::time::Instant::now();
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", pay.v1().as_str())],
+            "",
+        )
+        .await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "bounded by the timeout"
+    );
+}
+
+#[tokio::test]
 async fn an_https_facilitator_with_a_private_ca() {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use tokio_rustls::rustls::ServerConfig;
