@@ -119,6 +119,11 @@ fn key_verification(c: &mut Criterion) {
         query: None,
         body: b"",
     };
+    let context = eliza_cloud::auth::AuthContext {
+        signed: whoami,
+        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        new_wallet_bonus: eliza_cloud::store::accounts::Bonus::None,
+    };
     let mut headers = http::HeaderMap::new();
     headers.insert("x-api-key", key.expose().parse().unwrap());
     c.bench_function("auth/verify_key_cache_hit", |b| {
@@ -127,7 +132,7 @@ fn key_verification(c: &mut Criterion) {
                 .block_on(eliza_cloud::auth::authenticate(
                     &state,
                     black_box(&headers),
-                    &whoami,
+                    &context,
                 ))
                 .unwrap()
         })
@@ -139,7 +144,7 @@ fn key_verification(c: &mut Criterion) {
                 .block_on(eliza_cloud::auth::authenticate(
                     &state,
                     black_box(&headers),
-                    &whoami,
+                    &context,
                 ))
                 .unwrap()
         })
@@ -153,7 +158,7 @@ fn key_verification(c: &mut Criterion) {
             runtime.block_on(eliza_cloud::auth::authenticate(
                 &state,
                 black_box(&headers),
-                &whoami,
+                &context,
             ))
         })
     });
@@ -187,7 +192,7 @@ fn key_verification(c: &mut Criterion) {
             },
             |h| {
                 runtime
-                    .block_on(eliza_cloud::auth::authenticate(&state, &h, &whoami))
+                    .block_on(eliza_cloud::auth::authenticate(&state, &h, &context))
                     .unwrap()
             },
             criterion::BatchSize::SmallInput,
@@ -276,6 +281,7 @@ fn payments(c: &mut Criterion) {
         network: &network,
         pay_to: Address::parse_any_case("0x209693Bc6afc0C5328bA36FaF03C514EF312287C").unwrap(),
         amount: 10_000,
+        mainnet_allowed: true,
     };
     c.bench_function("x402/decode_header", |b| {
         b.iter(|| PaymentPayload::decode(black_box(header.as_bytes())).unwrap())

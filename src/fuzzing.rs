@@ -198,6 +198,7 @@ pub fn payment_header(data: &[u8]) {
                 network: &network,
                 pay_to: payment.authorization.to,
                 amount: 10_000,
+                mainnet_allowed: true,
             };
             let _ = verify_payment(&payment, &required, 1_740_672_100);
         }

@@ -20,7 +20,7 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::accounts::{Bonus, Wallet, find_or_create_wallet_account};
 use crate::store::keys::KeyType;
-use crate::store::payments::{Recorded, find_payment, record_payment};
+use crate::store::payments::{Recorded, authorization_used, record_payment};
 use crate::x402::facilitator::Facilitator;
 use crate::x402::payload::{DecodeError, PaymentPayload};
 use crate::x402::required::{
@@ -112,7 +112,12 @@ fn wallet_of_body(body: &[u8]) -> Result<Option<Wallet>, ApiError> {
     }
 }
 
-/// Which payment header is present, and its version's name.
+/// Whether the request carries a payment header (of either version).
+pub fn has_payment(headers: &HeaderMap) -> bool {
+    payment_header(headers).is_some()
+}
+
+/// The payment header: `X-PAYMENT` (v1), else `PAYMENT-SIGNATURE` (v2).
 fn payment_header(headers: &HeaderMap) -> Option<&[u8]> {
     headers
         .get(V1_HEADER)
@@ -189,13 +194,11 @@ pub async fn topup(
     let test_key = principal
         .and_then(Principal::api_key)
         .is_some_and(|k| k.key_type == KeyType::Test);
-    if test_key && !network.testnet {
-        return Ok(refused(state, &offer, &Reason::InvalidNetwork));
-    }
     let required = Requirements {
         network,
         pay_to,
         amount: atomic,
+        mainnet_allowed: !test_key,
     };
     let now_secs = u64::try_from(state.now().millis() / 1000).unwrap_or(0);
     let verified = match verify_payment(&payment, &required, now_secs) {
@@ -205,9 +208,9 @@ pub async fn topup(
     let used_key = verified.authorization_key.clone();
     let used = state
         .store
-        .read_blocking(move |txn| find_payment(txn, &used_key))
+        .read_blocking(move |txn| authorization_used(txn, &used_key))
         .await?;
-    if used.is_some() {
+    if used {
         return Ok(refused(state, &offer, &Reason::InvalidTransactionState));
     }
     let Some(_claim) = state.x402_in_flight.claim(&verified.authorization_key) else {
@@ -320,7 +323,7 @@ async fn credit(
     let network_name = network.name.clone();
     let tx = transaction.to_string();
     let now = state.now().millis();
-    let (recorded, wallet) = state
+    let written = state
         .store
         .write_blocking(move |txn| {
             let (organization_id, wallet) = match target {
@@ -345,8 +348,23 @@ async fn credit(
             )?;
             Ok::<_, StoreError>((recorded, wallet))
         })
-        .await?;
+        .await;
+    // Settled but not credited is money taken for nothing: say so loudly, with what an operator
+    // needs to credit it by hand (`orgs grant-credits --idempotency-key <key>`).
+    let (recorded, wallet) = written.inspect_err(|e| {
+        tracing::error!(
+            key = %verified.authorization_key,
+            transaction,
+            error = %e,
+            "x402 payment settled but not credited"
+        );
+    })?;
     let Recorded::Credited { record, posted } = recorded else {
+        tracing::error!(
+            key = %verified.authorization_key,
+            transaction,
+            "x402 payment settled, but its authorization had already credited"
+        );
         return Ok(refused(state, offer, &Reason::InvalidTransactionState));
     };
     state.metrics.record_credits_topped_up(micros);

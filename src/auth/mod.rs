@@ -24,7 +24,7 @@ use crate::store::accounts::{Bonus, find_or_create_wallet_account};
 use crate::store::keys::{ApiKeyRecord, find_key_by_hash};
 use crate::store::orgs::{OrgRecord, get_org};
 use crate::store::replay::record_mark;
-use crate::store::users::{UserRecord, get_user};
+use crate::store::users::{UserRecord, find_user_by_wallet, get_user};
 use key_cache::Identity;
 use permissions::Access;
 
@@ -186,19 +186,45 @@ pub fn presented_credential(headers: &HeaderMap) -> Result<Option<Presented<'_>>
     }
 }
 
-/// Authenticates the request's credential; `Ok(None)` when it presents none. `request` is what
-/// a wallet signature covers: when [`presents_wallet_headers`], its body must be the whole body.
+/// What authentication needs of a request beyond its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthContext<'a> {
+    /// What a wallet signature covers: when [`presents_wallet_headers`], its body must be the
+    /// whole body.
+    pub signed: wallet::SignedRequest<'a>,
+    /// Whose bucket pays for creating a wallet's account (SPEC §8's per-address limit).
+    pub client_ip: std::net::IpAddr,
+    /// What a wallet seen for the first time gets (nothing on the top-up route, SPEC §3).
+    pub new_wallet_bonus: Bonus,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// A 401, with the precise reason for logs and metrics.
+    Failed(AuthFailure),
+    /// A new wallet account would exceed the client address's bucket: a 429.
+    RateLimited(crate::limits::Decision),
+}
+
+impl From<AuthFailure> for AuthError {
+    fn from(failure: AuthFailure) -> Self {
+        AuthError::Failed(failure)
+    }
+}
+
+/// Authenticates the request's credential; `Ok(None)` when it presents none.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    request: &wallet::SignedRequest<'_>,
-) -> Result<Option<Principal>, AuthFailure> {
+    context: &AuthContext<'_>,
+) -> Result<Option<Principal>, AuthError> {
     match presented_credential(headers)? {
         Some(Presented::Wallet(found)) => {
-            authenticate_wallet(state, &found, request).await.map(Some)
+            authenticate_wallet(state, &found, context).await.map(Some)
         }
-        Some(Presented::ApiKey(token)) => authenticate_api_key(state, token).await.map(Some),
-        Some(Presented::Session(token)) => authenticate_session(state, token).await.map(Some),
+        Some(Presented::ApiKey(token)) => Ok(Some(authenticate_api_key(state, token).await?)),
+        Some(Presented::Session(token)) => Ok(Some(authenticate_session(state, token).await?)),
         None => Ok(None),
     }
 }
@@ -310,19 +336,40 @@ const REPLAY_KEEP_MS: i64 = 2 * wallet::MAX_SKEW_MS;
 async fn authenticate_wallet(
     state: &AppState,
     found: &wallet::WalletHeaders<'_>,
-    request: &wallet::SignedRequest<'_>,
-) -> Result<Principal, AuthFailure> {
+    context: &AuthContext<'_>,
+) -> Result<Principal, AuthError> {
     let now = state.now();
     let verified =
-        wallet::verify(found, request, now).map_err(|e| AuthFailure::wallet(e.reason()))?;
+        wallet::verify(found, &context.signed, now).map_err(|e| AuthFailure::wallet(e.reason()))?;
     // Marks seen by this process are refused from memory; the store decides for the rest.
     let replayed = AuthFailure::wallet(wallet::WalletError::Replay.reason());
     if state.wallet_marks.contains_key(&verified.mark) {
-        return Err(replayed);
+        return Err(replayed.into());
     }
     let mark = verified.mark;
     let account_wallet = verified.address.wallet();
-    let bonus = Bonus::Grant(state.config.initial_free_credits_micros);
+    let bonus = context.new_wallet_bonus;
+    // Making an account is limited per client address, like a sign-in (SPEC §8): a script
+    // cannot mint accounts (and bonuses) with fresh keys faster than it could sign in.
+    let lookup = account_wallet.key().to_string();
+    let known = state
+        .store
+        .read_blocking(move |txn| find_user_by_wallet(txn, &lookup).map(|u| u.is_some()))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "wallet lookup failed");
+            AuthFailure::wallet("store_error")
+        })?;
+    if !known {
+        let decision = state.limiter.take(
+            crate::limits::BucketKey::ClientIp(context.client_ip),
+            crate::limits::PER_IP_LIMIT,
+            now,
+        );
+        if !decision.allowed {
+            return Err(AuthError::RateLimited(decision));
+        }
+    }
     let account = state
         .store
         .write_blocking(move |txn| {
@@ -345,7 +392,7 @@ async fn authenticate_wallet(
         .ok_or(replayed)?;
     state.wallet_marks.insert(mark, ());
     if !account.organization.is_active || !account.user.is_active {
-        return Err(AuthFailure::wallet("inactive_account"));
+        return Err(AuthFailure::wallet("inactive_account").into());
     }
     Ok(Principal {
         method: AuthMethod::WalletSignature,

@@ -19,6 +19,7 @@ use crate::auth::permissions::{Access as Permissions, Level};
 use crate::auth::{self, Principal};
 use crate::limits::{BucketKey, Decision, PER_IP_LIMIT, plan_limit};
 use crate::state::AppState;
+use crate::store::accounts::Bonus;
 use body::{Body, declared_length_exceeds, empty, read_capped};
 use bytes::Bytes;
 use error::ApiError;
@@ -215,17 +216,35 @@ fn need(principal: &Option<Principal>) -> Result<&Principal, ApiError> {
     principal.as_ref().ok_or(ApiError::Unauthorized)
 }
 
-/// Authenticates when the route needs it, logging and counting the precise failure.
+/// One token from the client address's bucket (SPEC §8), or 429.
+fn take_client_bucket(
+    state: &AppState,
+    address: std::net::IpAddr,
+    rate: &mut Option<Decision>,
+) -> Result<(), ApiError> {
+    let decision = state
+        .limiter
+        .take(BucketKey::ClientIp(address), PER_IP_LIMIT, state.now());
+    *rate = Some(decision);
+    if decision.allowed {
+        Ok(())
+    } else {
+        state.metrics.record_rate_limited();
+        Err(ApiError::RateLimited {
+            retry_after_secs: decision.retry_after_secs,
+        })
+    }
+}
+
+/// Authenticates, logging and counting the precise failure.
 async fn authenticate_for(
     state: &AppState,
     route: Route,
     headers: &HeaderMap,
-    request: &auth::wallet::SignedRequest<'_>,
+    context: &auth::AuthContext<'_>,
+    rate: &mut Option<Decision>,
 ) -> Result<Option<Principal>, ApiError> {
-    if !route.authenticates() {
-        return Ok(None);
-    }
-    match auth::authenticate(state, headers, request).await {
+    match auth::authenticate(state, headers, context).await {
         Ok(Some(principal)) => Ok(Some(principal)),
         Ok(None) if route.access() == Access::CredentialOrClientAddress => Ok(None),
         Ok(None) => {
@@ -235,7 +254,14 @@ async fn authenticate_for(
             tracing::info!(route = route.name(), "authentication failed: no credential");
             Err(ApiError::Unauthorized)
         }
-        Err(failure) => {
+        Err(auth::AuthError::RateLimited(decision)) => {
+            *rate = Some(decision);
+            state.metrics.record_rate_limited();
+            Err(ApiError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            })
+        }
+        Err(auth::AuthError::Failed(failure)) => {
             state
                 .metrics
                 .record_auth_failure(failure.method, failure.reason);
@@ -304,35 +330,44 @@ where
     if declared_length_exceeds(req.headers(), cap) {
         return Err(ApiError::PayloadTooLarge { limit: cap });
     }
+    // A top-up without a payment is answered 402 whoever asks, so no credential is checked
+    // (and no wallet signature used up) until the payment comes: the x402 retry resends the
+    // same request with `X-PAYMENT` added.
+    let unpaid_topup = matches!(route, Route::Topup(_)) && !api::topup::has_payment(req.headers());
+    let authenticates = route.authenticates() && !unpaid_topup;
+    let address = client_ip(req.headers(), peer, state.config.trust_proxy);
     if route.access() == Access::PerClientAddress
         || (route.access() == Access::CredentialOrClientAddress
-            && !auth::presents_credential(req.headers()))
+            && (!authenticates || !auth::presents_credential(req.headers())))
     {
-        let address = client_ip(req.headers(), peer, state.config.trust_proxy);
-        let decision = state
-            .limiter
-            .take(BucketKey::ClientIp(address), PER_IP_LIMIT, state.now());
-        *rate = Some(decision);
-        if !decision.allowed {
-            state.metrics.record_rate_limited();
-            return Err(ApiError::RateLimited {
-                retry_after_secs: decision.retry_after_secs,
-            });
-        }
+        take_client_bucket(state, address, rate)?;
     }
     let (parts, body) = req.into_parts();
     // A wallet signature covers the body, so with wallet headers it is read (capped) first.
     let mut body = RequestBody::Unread(body);
-    if route.authenticates() && auth::presents_wallet_headers(&parts.headers) {
+    if authenticates && auth::presents_wallet_headers(&parts.headers) {
         body = RequestBody::Read(body.bytes(cap).await?);
     }
-    let signed = auth::wallet::SignedRequest {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        body: body.read_so_far(),
+    let context = auth::AuthContext {
+        signed: auth::wallet::SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            body: body.read_so_far(),
+        },
+        client_ip: address,
+        // SPEC §3: accounts created by an x402 top-up get no sign-up bonus.
+        new_wallet_bonus: if matches!(route, Route::Topup(_)) {
+            Bonus::None
+        } else {
+            Bonus::Grant(state.config.initial_free_credits_micros)
+        },
     };
-    let principal = authenticate_for(state, route, &parts.headers, &signed).await?;
+    let principal = if authenticates {
+        authenticate_for(state, route, &parts.headers, &context, rate).await?
+    } else {
+        None
+    };
     if let Some(principal) = &principal {
         check_cross_site(state, principal, &parts.method, &parts.headers)?;
         let now = state.now();

@@ -232,6 +232,11 @@ pub fn post_entry(
     })
 }
 
+/// Whether an idempotency key has been used by any row.
+pub fn idempotency_key_used(txn: &impl ReadTx, key: &str) -> Result<bool, StoreError> {
+    Ok(txn.read_table(LEDGER_IDEMPOTENCY)?.get(key)?.is_some())
+}
+
 pub fn balance_of(txn: &impl ReadTx, org: Uuid) -> Result<i64, StoreError> {
     Ok(txn
         .read_table(BALANCES)?

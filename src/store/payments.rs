@@ -28,6 +28,12 @@ pub fn find_payment(txn: &impl ReadTx, key: &str) -> Result<Option<PaymentRecord
     get_record(&txn.read_table(X402_AUTHORIZATIONS)?, key)
 }
 
+/// Whether the authorization `key` credited before: by a top-up, or by hand (an operator's
+/// `orgs grant-credits --idempotency-key <key>` after a settlement that was not credited).
+pub fn authorization_used(txn: &impl ReadTx, key: &str) -> Result<bool, StoreError> {
+    Ok(find_payment(txn, key)?.is_some() || super::ledger::idempotency_key_used(txn, key)?)
+}
+
 /// The outcome of [`record_payment`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
@@ -72,11 +78,14 @@ pub fn record_payment(
             ],
         },
         now_millis,
-    )
-    .map_err(|e| match e {
-        LedgerError::Store(s) => s,
-        other => StoreError::Corrupt(other.to_string()),
-    })?;
+    );
+    let posted = match posted {
+        Ok(posted) => posted,
+        // Credited before under this key (by hand, with another amount or organization).
+        Err(LedgerError::IdempotencyConflict) => return Ok(Recorded::AlreadyUsed),
+        Err(LedgerError::Store(s)) => return Err(s),
+        Err(other) => return Err(StoreError::Corrupt(other.to_string())),
+    };
     if let Posted::Replayed { .. } = posted {
         // The ledger knows the key but the record table does not: never credit again.
         return Ok(Recorded::AlreadyUsed);

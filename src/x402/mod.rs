@@ -93,8 +93,12 @@ pub fn builtin_networks() -> Vec<Network> {
     ]
 }
 
+/// Chain ids of well-known mainnets: never accepted as test networks.
+const KNOWN_MAINNETS: [u64; 9] = [1, 10, 56, 100, 137, 8453, 42161, 43114, 59144];
+
 /// `NAME:CHAIN_ID:ASSET:TOKEN_NAME:TOKEN_VERSION:DECIMALS:mainnet|testnet`, several separated by
-/// `;` (the token name may hold spaces, not `:` or `;`).
+/// `;` (the token name may hold spaces, not `:` or `;`). A custom network may not reuse a
+/// built-in network's name or chain id, nor call a well-known mainnet a test network.
 pub fn parse_custom_networks(text: &str) -> Result<Vec<Network>, String> {
     let mut out = Vec::new();
     for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
@@ -139,6 +143,16 @@ pub fn parse_custom_networks(text: &str) -> Result<Vec<Network>, String> {
             "mainnet" => false,
             other => return Err(format!("{other:?} is not mainnet or testnet")),
         };
+        if builtin_networks()
+            .iter()
+            .any(|b| b.name == *name || b.chain_id == chain_id)
+            || out.iter().any(|n: &Network| n.name == *name)
+        {
+            return Err(format!("{entry:?}: its name or chain id is already taken"));
+        }
+        if testnet && KNOWN_MAINNETS.contains(&chain_id) {
+            return Err(format!("{entry:?}: chain {chain_id} is a mainnet"));
+        }
         if token_name.is_empty() || token_version.is_empty() {
             return Err(format!(
                 "{entry:?}: the token name and version are required"
@@ -238,11 +252,14 @@ mod tests {
         assert!(nets[0].testnet && !nets[1].testnet);
         assert_eq!(nets[1].token_name, "USD Coin");
         for bad in [
-            "x:1:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6",
-            "X:1:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:testnet",
+            "x:5:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6",
+            "X:5:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:testnet",
             "x:0:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:testnet",
-            "x:1:0x41:USDC:2:6:testnet",
+            "x:5:0x41:USDC:2:6:testnet",
             "x:1:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:both",
+            "base:5:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:testnet",
+            "fake:8453:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:testnet",
+            "eth:1:0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582:USDC:2:6:testnet",
         ] {
             assert!(parse_custom_networks(bad).is_err(), "{bad}");
         }

@@ -108,6 +108,8 @@ pub struct Requirements<'a> {
     pub pay_to: Address,
     /// The price in the token's atomic units.
     pub amount: u128,
+    /// `false` for a test key (SPEC §4): a mainnet network is then `invalid_network`.
+    pub mainnet_allowed: bool,
 }
 
 /// A payment that passed every stateless check.
@@ -142,7 +144,8 @@ pub fn verify_payment(
     if payment.scheme != "exact" {
         return Err(Reason::UnsupportedScheme);
     }
-    if !required.network.is_named(&payment.network) {
+    let mainnet_refused = !required.network.testnet && !required.mainnet_allowed;
+    if !required.network.is_named(&payment.network) || mainnet_refused {
         return Err(Reason::InvalidNetwork);
     }
     let a = &payment.authorization;

@@ -529,18 +529,19 @@ async fn who_is_credited_follows_the_order_of_the_spec() {
     let ts_text = ts.to_string();
     let sig = agent.sign(&text);
     let agent_address = agent.address.to_checksum();
-    let r = topup(
-        &server,
-        "10",
-        &[
-            ("x-payment", &Pay::new(&payer).v1()),
-            ("x-wallet-address", &agent_address),
-            ("x-timestamp", &ts_text),
-            ("x-wallet-signature", &sig),
-        ],
-        &body,
-    )
-    .await;
+    let wallet_headers = [
+        ("x-wallet-address", agent_address.as_str()),
+        ("x-timestamp", ts_text.as_str()),
+        ("x-wallet-signature", sig.as_str()),
+    ];
+    // The x402 retry: the request first goes without a payment and is answered 402 without
+    // using the signature up; then the same request comes back with X-PAYMENT.
+    let r = topup(&server, "10", &wallet_headers, &body).await;
+    assert_refused(&r, "X-PAYMENT header is required");
+    let payment = Pay::new(&payer).v1();
+    let mut paid = wallet_headers.to_vec();
+    paid.push(("x-payment", payment.as_str()));
+    let r = topup(&server, "10", &paid, &body).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -548,8 +549,12 @@ async fn who_is_credited_follows_the_order_of_the_spec() {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(r.json()["walletAddress"], agent.address.to_checksum());
-    // The agent's account got the sign-up bonus from its wallet headers (SPEC §6) plus the top-up.
-    assert_eq!(r.json()["newBalance"], "15.000000");
+    // An account made on the top-up route gets no sign-up bonus (SPEC §3), whatever made it.
+    assert_eq!(r.json()["newBalance"], "10.000000");
+    // And now the signature is used: the same request again is a replay.
+    topup(&server, "10", &paid, &body)
+        .await
+        .assert_error(401, "UNAUTHORIZED");
 }
 
 #[tokio::test]

@@ -394,6 +394,7 @@ mod x402 {
             network,
             pay_to: Address::parse_any_case("0x209693Bc6afc0C5328bA36FaF03C514EF312287C").unwrap(),
             amount: 10_000,
+            mainnet_allowed: true,
         }
     }
 

@@ -554,3 +554,23 @@ async fn wallet_headers_and_sign_in_share_one_account_and_one_bonus() {
         (Some("5.000000"), Some(1))
     );
 }
+
+#[tokio::test]
+async fn new_wallet_accounts_are_limited_per_client_address() {
+    let server = TestServer::start().await;
+    let t = T0.millis();
+    // Ten new wallets from one address get their accounts; the eleventh waits.
+    for i in 0..10 {
+        ok(&whoami(&server, &EvmWallet::new(), t + i).await);
+    }
+    let r = whoami(&server, &EvmWallet::new(), t + 10).await;
+    r.assert_error(429, "RATE_LIMITED");
+    assert_eq!(r.header("x-ratelimit-limit"), Some("10"));
+    // A wallet that has its account is not held back by that bucket.
+    let known = EvmWallet::new();
+    server.clock.advance_millis(6_000);
+    ok(&whoami(&server, &known, t + 6_000).await);
+    for i in 0..5 {
+        ok(&whoami(&server, &known, t + 6_001 + i).await);
+    }
+}
