@@ -1012,3 +1012,52 @@ async fn an_https_facilitator_with_a_private_ca() {
     r.assert_error(503, "SERVICE_UNAVAILABLE");
     assert_eq!(facilitator.calls(), 2);
 }
+
+#[tokio::test]
+async fn an_authorization_credited_by_hand_is_never_settled_again() {
+    use eliza_cloud::store::ledger::{EntryKind, NewEntry, post_entry};
+    let server = TestServer::start_with(|c| c.x402 = x402(Settlement::TrustSignature)).await;
+    let pay = Pay::new(&EvmWallet::new());
+    // What `orgs grant-credits --idempotency-key <key>` writes after a lost settlement.
+    let key = eliza_cloud::x402::verify::authorization_key(&sepolia(), &pay.authorization());
+    let me = server
+        .get(
+            "/api/v1/auth/whoami",
+            &[("x-api-key", &server.operator_key)],
+        )
+        .await
+        .json();
+    let org = uuid::Uuid::parse_str(me["organization"]["id"].as_str().unwrap()).unwrap();
+    server
+        .running()
+        .state()
+        .store
+        .write_blocking(move |txn| {
+            let entry = NewEntry {
+                organization_id: org,
+                amount_micros: 10_000_000,
+                kind: EntryKind::Credit,
+                description: "by hand".into(),
+                idempotency_key: key,
+                metadata: vec![],
+            };
+            post_entry(txn, entry, T0.0)
+                .map_err(|e| eliza_cloud::store::StoreError::Corrupt(e.to_string()))
+        })
+        .await
+        .unwrap();
+    let r = server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", pay.v1().as_str())],
+            "",
+        )
+        .await;
+    assert_refused(&r, "invalid_transaction_state");
+    let credits = server
+        .get("/api/v1/credits", &[("x-api-key", &server.operator_key)])
+        .await
+        .json();
+    assert_eq!(credits["balance"], "10.000000");
+}
