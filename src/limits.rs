@@ -107,7 +107,26 @@ impl Bucket {
 pub enum BucketKey {
     ApiKey(Uuid),
     User(Uuid),
+    /// Build it with [`BucketKey::client`], which gives an IPv6 /64 one bucket.
     ClientIp(IpAddr),
+}
+
+impl BucketKey {
+    /// The per-address bucket of a client: an IPv4 address, or the /64 of an IPv6 one (a single
+    /// host usually holds a whole /64, so per-address would be per-whim). IPv4-mapped IPv6
+    /// addresses count as their IPv4 address.
+    pub fn client(ip: IpAddr) -> BucketKey {
+        match ip {
+            IpAddr::V4(v4) => BucketKey::ClientIp(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => BucketKey::ClientIp(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    BucketKey::ClientIp(IpAddr::V6(std::net::Ipv6Addr::from(prefix)))
+                }
+            },
+        }
+    }
 }
 
 pub struct RateLimiter {
@@ -204,7 +223,7 @@ mod tests {
             let ip = IpAddr::from(i.to_be_bytes());
             assert!(
                 limiter
-                    .take(BucketKey::ClientIp(ip), PER_IP_LIMIT, Timestamp(0))
+                    .take(BucketKey::client(ip), PER_IP_LIMIT, Timestamp(0))
                     .allowed
             );
         }
@@ -240,5 +259,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(BucketKey::client(a), BucketKey::client(b));
+        assert_ne!(BucketKey::client(a), BucketKey::client(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(BucketKey::client(mapped), BucketKey::client(v4));
     }
 }

@@ -51,6 +51,11 @@ fn no_store(mut response: Response<Body>) -> Response<Body> {
     response
 }
 
+fn nonces_exhausted() -> ApiError {
+    tracing::warn!("sign-in nonce store full; refusing new nonces until some expire");
+    ApiError::ServiceUnavailable("Too many sign-ins in progress; try again shortly".into())
+}
+
 fn chain_error(why: &str) -> ApiError {
     ApiError::Validation {
         message: format!("Invalid chainId: {why}"),
@@ -76,7 +81,8 @@ pub fn siwe_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body
     let url = &state.config.public_url;
     let nonce = state
         .nonces
-        .issue(NonceChain::Ethereum(chain_id), url.url.clone(), state.now());
+        .issue(NonceChain::Ethereum(chain_id), url.url.clone(), state.now())
+        .ok_or_else(nonces_exhausted)?;
     Ok(no_store(json_body(
         StatusCode::OK,
         &json!({
@@ -96,11 +102,14 @@ pub fn siws_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body
         )));
     }
     let url = &state.config.public_url;
-    let nonce = state.nonces.issue(
-        NonceChain::Solana(chain_id.to_string()),
-        url.url.clone(),
-        state.now(),
-    );
+    let nonce = state
+        .nonces
+        .issue(
+            NonceChain::Solana(chain_id.to_string()),
+            url.url.clone(),
+            state.now(),
+        )
+        .ok_or_else(nonces_exhausted)?;
     Ok(no_store(json_body(
         StatusCode::OK,
         &json!({
@@ -155,7 +164,14 @@ pub async fn verify_siwe(state: &AppState, body: &[u8]) -> Result<Response<Body>
         return Err(fail("nonce_already_used"));
     }
     let wallet = Wallet::Evm(message.address.to_lower_hex());
-    complete_sign_in(state, wallet, message.address.to_checksum(), "SIWE sign-in").await
+    complete_sign_in(
+        state,
+        wallet,
+        message.address.to_checksum(),
+        "SIWE sign-in",
+        "siwe",
+    )
+    .await
 }
 
 pub async fn verify_siws(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -192,8 +208,21 @@ pub async fn verify_siws(state: &AppState, body: &[u8]) -> Result<Response<Body>
         Wallet::Solana(address.clone()),
         address,
         "SIWS sign-in",
+        "siws",
     )
     .await
+}
+
+/// Why the sign-in transaction did not commit.
+enum SignInError {
+    Inactive,
+    Store(StoreError),
+}
+
+impl From<StoreError> for SignInError {
+    fn from(e: StoreError) -> Self {
+        SignInError::Store(e)
+    }
 }
 
 /// The account (created on first sign-in, with the bonus), the rotated sign-in key and a new
@@ -203,6 +232,7 @@ async fn complete_sign_in(
     wallet: Wallet,
     address: String,
     key_name: &'static str,
+    method: &'static str,
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now().millis();
     let plain = generate_key(KeyType::Live);
@@ -214,6 +244,10 @@ async fn complete_sign_in(
         .store
         .write_blocking(move |txn| {
             let account = find_or_create_wallet_account(txn, &wallet, bonus, now)?;
+            // A switched-off account signs in to nothing: the transaction rolls back.
+            if !account.organization.is_active || !account.user.is_active {
+                return Err(SignInError::Inactive);
+            }
             let mut retired: Vec<KeyHash> = Vec::new();
             for mut key in list_keys_of_org(txn, account.organization.id)? {
                 if key.user_id == account.user.id
@@ -247,9 +281,19 @@ async fn complete_sign_in(
                     expires_at: now + SESSION_MAX_AGE_SECS * 1000,
                 },
             )?;
-            Ok::<_, StoreError>((account, retired))
+            Ok::<_, SignInError>((account, retired))
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            SignInError::Inactive => {
+                state
+                    .metrics
+                    .record_auth_failure(method, "inactive_account");
+                tracing::info!(method, reason = "inactive_account", "sign-in refused");
+                ApiError::Unauthorized
+            }
+            SignInError::Store(e) => ApiError::from(e),
+        })?;
     for hash in &retired {
         state.key_cache.invalidate(hash);
     }
@@ -279,18 +323,23 @@ async fn complete_sign_in(
     Ok(no_store(response))
 }
 
-/// Deletes the session the cookie names (from our own origin only) and clears the cookie.
+/// Deletes the session the cookie names and clears the cookie. From another origin (an `Origin`
+/// or `Referer` that is not ours, or a cookie without either) it is 403 and clears nothing, so a
+/// cross-site form cannot log anyone out.
 pub async fn logout(state: &AppState, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
+    let referer = headers.get(header::REFERER).map(|v| v.as_bytes());
+    let ours = same_origin(origin, referer, &state.config.public_url);
     let cookies = headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes());
-    if let Ok(Some(token)) = session_token(cookies) {
-        let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
-        let referer = headers.get(header::REFERER).map(|v| v.as_bytes());
-        if !same_origin(origin, referer, &state.config.public_url) {
-            return Err(ApiError::Forbidden {
-                message: "Cross-site request refused".into(),
-                required: None,
-            });
-        }
+    let token = session_token(cookies).ok().flatten();
+    let says_where = origin.is_some() || referer.is_some();
+    if !ours && (says_where || token.is_some()) {
+        return Err(ApiError::Forbidden {
+            message: "Cross-site request refused".into(),
+            required: None,
+        });
+    }
+    if let Some(token) = token {
         let hash = hash_secret(token);
         state
             .store

@@ -362,7 +362,7 @@ async fn authenticate_wallet(
         })?;
     if !known {
         let decision = state.limiter.take(
-            crate::limits::BucketKey::ClientIp(context.client_ip),
+            crate::limits::BucketKey::client(context.client_ip),
             crate::limits::PER_IP_LIMIT,
             now,
         );

@@ -35,6 +35,15 @@ fn escapes_are_valid(s: &[u8]) -> bool {
 }
 
 /// `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`
+/// EIP-4361's statement: one non-empty line of `reserved / unreserved / " "` (gen-delims,
+/// sub-delims, ALPHA, DIGIT, `-._~` and space; no `%`, quotes, `<>\\^` backtick or `{|}`).
+pub fn is_statement(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || c == b' ' || b"-._~:/?#[]@!$&'()*+,;=".contains(&c)
+        })
+}
+
 pub fn is_scheme(s: &str) -> bool {
     let mut bytes = s.bytes();
     bytes.next().is_some_and(|c| c.is_ascii_alphabetic())

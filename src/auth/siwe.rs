@@ -5,7 +5,7 @@
 //!
 //! WIRE FORMAT: the line prefixes and their order are fixed by EIP-4361.
 
-use crate::auth::rfc3986::{is_authority, is_pchars, is_scheme, is_uri};
+use crate::auth::rfc3986::{is_authority, is_pchars, is_scheme, is_statement, is_uri};
 use crate::clock::{Timestamp, parse_rfc3339};
 use crate::crypto::eth::{Address, AddressError, parse_signature_hex, recover_eip191_signer};
 
@@ -92,11 +92,6 @@ impl SiweError {
             SiweError::Structure => "message_structure",
         }
     }
-}
-
-/// A statement: one line of printable ASCII (EIP-4361's reserved / unreserved / space).
-fn is_statement(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| (0x20..0x7f).contains(&c))
 }
 
 fn is_nonce(s: &str) -> bool {
@@ -384,6 +379,28 @@ mod tests {
         https://service.org/tos\n\nURI: https://service.org/login\nVersion: 1\nChain ID: 1\n\
         Nonce: 32891757\nIssued At: 2021-09-30T16:25:24.000Z\nResources:\n- ipfs://Qme7ss3ARVgx\
         v6rXqVPiikMJ8u2NLgmgszg13pYrDKEoiu\n- https://example.com/my-web2-claim.json";
+
+    #[test]
+    fn statements_keep_to_the_grammar() {
+        use crate::auth::rfc3986::is_statement;
+        assert!(is_statement(
+            "Sign in to Eliza Cloud: it's free (really) @ 10:00, ok?"
+        ));
+        for bad in [
+            "",
+            "a<b",
+            "100%",
+            "say \"hi\"",
+            "a\\b",
+            "x^y",
+            "`x`",
+            "{x}",
+            "a|b",
+            "tab\there",
+        ] {
+            assert!(!is_statement(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_and_prints_back() {

@@ -61,7 +61,7 @@ impl SiwsMessage {
         let statement = match lines.peek() {
             Some(line) if !line.starts_with("URI: ") => {
                 let text = *line;
-                if text.is_empty() || !text.bytes().all(|c| (0x20..0x7f).contains(&c)) {
+                if !crate::auth::rfc3986::is_statement(text) {
                     return Err(SiwsError::Statement);
                 }
                 lines.next();

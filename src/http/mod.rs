@@ -224,7 +224,7 @@ fn take_client_bucket(
 ) -> Result<(), ApiError> {
     let decision = state
         .limiter
-        .take(BucketKey::ClientIp(address), PER_IP_LIMIT, state.now());
+        .take(BucketKey::client(address), PER_IP_LIMIT, state.now());
     *rate = Some(decision);
     if decision.allowed {
         Ok(())

@@ -699,6 +699,18 @@ async fn cookie_requests_that_change_state_need_our_origin_and_logout_ends_the_s
         StatusCode::OK
     );
 
+    // A cross-site form POST carries no cookie (SameSite=Lax) but its Origin: refused, and no
+    // clearing cookie is sent.
+    let r = server
+        .request(
+            Method::POST,
+            "/api/auth/logout",
+            &[("origin", "https://evil.example")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.header("set-cookie").is_none());
     // Logout from another origin is refused; from ours it ends the session.
     let r = server
         .request(
@@ -750,4 +762,37 @@ async fn a_zero_bonus_grants_nothing() {
         .await
         .json();
     assert_eq!(credits["total"], 0);
+}
+
+#[tokio::test]
+async fn a_switched_off_account_cannot_sign_in() {
+    let server = TestServer::start_with(|c| c.trust_proxy = true).await;
+    let wallet = EvmWallet::new();
+    let first = siwe_sign_in(&server, &wallet).await.json();
+    let key = first["apiKey"].as_str().unwrap().to_string();
+    let org_id = uuid::Uuid::parse_str(first["organization"]["id"].as_str().unwrap()).unwrap();
+    let store = server.running().state().store.clone();
+    store
+        .write_blocking(move |txn| {
+            let mut org = eliza_cloud::store::orgs::get_org(txn, org_id)?.unwrap();
+            org.is_active = false;
+            eliza_cloud::store::orgs::update_org(txn, &org)
+        })
+        .await
+        .unwrap();
+    let r = siwe_sign_in(&server, &wallet).await;
+    r.assert_error(401, "UNAUTHORIZED");
+    assert!(
+        r.header("set-cookie").is_none(),
+        "no session for a switched-off account"
+    );
+    // Nothing was rotated: the earlier sign-in key is still the active one (and is refused only
+    // because its organization is off).
+    let keys = store
+        .read_blocking(move |txn| eliza_cloud::store::keys::list_keys_of_org(txn, org_id))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].is_active);
+    assert_eq!(server.whoami_status(&key).await, 401);
 }
