@@ -95,12 +95,15 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = parse_route(&method, &path);
+    // Browsers send `Origin` with every cross-origin request; only those need the CORS headers.
+    let cors = path.starts_with("/api/") && req.headers().contains_key(header::ORIGIN);
     let mut response =
         catch_panics(respond(state, route, req, peer, &request_id), &request_id).await;
     finish_headers(
         response.headers_mut(),
         &request_id,
         path.starts_with("/api/"),
+        cors,
     );
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -144,7 +147,7 @@ fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     );
 }
 
-fn finish_headers(headers: &mut HeaderMap, request_id: &str, is_api: bool) {
+fn finish_headers(headers: &mut HeaderMap, request_id: &str, is_api: bool, cors: bool) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
@@ -152,7 +155,7 @@ fn finish_headers(headers: &mut HeaderMap, request_id: &str, is_api: bool) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if is_api {
+    if cors {
         // Credentials travel in headers, never cookies, cross-origin: `*` without
         // Allow-Credentials means browsers never attach the session cookie.
         headers.insert(
@@ -163,6 +166,8 @@ fn finish_headers(headers: &mut HeaderMap, request_id: &str, is_api: bool) {
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(CORS_EXPOSE_HEADERS),
         );
+    }
+    if is_api {
         headers
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));

@@ -153,10 +153,21 @@ async fn cors_preflight_and_headers() {
     assert!(r.header("access-control-allow-credentials").is_none());
     assert!(r.header("x-request-id").is_some());
 
-    // Ordinary API answers carry the CORS origin too, never credentials.
-    let r = server.get("/api/v1/auth/whoami", &[]).await;
+    // Ordinary API answers to a cross-origin request carry the CORS origin too, never
+    // credentials; a request without `Origin` (not from a browser page) gets none of it.
+    let r = server
+        .get("/api/v1/auth/whoami", &[("origin", "https://app.example")])
+        .await;
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        r.header("access-control-expose-headers")
+            .unwrap()
+            .contains("PAYMENT-REQUIRED")
+    );
     assert!(r.header("access-control-allow-credentials").is_none());
+    let r = server.get("/api/v1/auth/whoami", &[]).await;
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert!(r.header("access-control-expose-headers").is_none());
 }
 
 #[tokio::test]
