@@ -180,7 +180,10 @@ pub fn wallet_headers(data: &[u8]) {
 pub fn payment_header(data: &[u8]) {
     use crate::x402::payload::PaymentPayload;
     use crate::x402::verify::{Requirements, verify_payment};
-    for header in [data.to_vec(), crate::x402::payload::encode_json_bytes(data)] {
+    use base64::Engine;
+    // The bytes as a header, and as the JSON inside one (base64 of them).
+    let as_json = base64::engine::general_purpose::STANDARD.encode(data);
+    for header in [data.to_vec(), as_json.into_bytes()] {
         if let Ok(payment) = PaymentPayload::decode(&header) {
             // The raw JSON may carry more than the fields; everything else must survive.
             let again = PaymentPayload::decode(payment.encode().as_bytes());

@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
+use crate::auth::wallet::WalletAddress;
 use crate::crypto::eth::Address;
-use crate::crypto::solana::SolanaAddress;
 use crate::crypto::to_hex;
 use crate::http::body::{Body, json_body};
 use crate::http::error::ApiError;
@@ -102,11 +102,8 @@ fn wallet_of_body(body: &[u8]) -> Result<Option<Wallet>, ApiError> {
     };
     match value.get("walletAddress") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.starts_with("0x") => Address::parse_any_case(text)
-            .map(|a| Some(Wallet::Evm(a.to_lower_hex())))
-            .map_err(|_| bad()),
-        Some(Value::String(text)) => SolanaAddress::parse(text)
-            .map(|a| Some(Wallet::Solana(a.to_base58())))
+        Some(Value::String(text)) => WalletAddress::parse(text)
+            .map(|a| Some(a.wallet()))
             .map_err(|_| bad()),
         Some(_) => Err(bad()),
     }

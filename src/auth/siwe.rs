@@ -291,20 +291,37 @@ impl SiweMessage {
         out
     }
 
-    /// The time rules of SPEC §5.1 at `now`: not expired, not before its Not Before, and issued
-    /// at most `max_issued_skew_ms` in the future.
+    /// The time rules of SPEC §5.1 at `now` (see [`check_times`]).
     pub fn check_time(&self, now: Timestamp, max_issued_skew_ms: i64) -> Result<(), TimeError> {
-        if self.expiration_time.as_ref().is_some_and(|t| t.at <= now) {
-            return Err(TimeError::Expired);
-        }
-        if self.not_before.as_ref().is_some_and(|t| t.at > now) {
-            return Err(TimeError::NotYetValid);
-        }
-        if self.issued_at.at > now.plus_millis(max_issued_skew_ms) {
-            return Err(TimeError::IssuedInFuture);
-        }
-        Ok(())
+        check_times(
+            self.expiration_time.as_ref(),
+            self.not_before.as_ref(),
+            &self.issued_at,
+            now,
+            max_issued_skew_ms,
+        )
     }
+}
+
+/// The time rules of SPEC §5.1 (shared by SIWE and SIWS) at `now`: not expired, not before its
+/// Not Before, and issued at most `max_issued_skew_ms` in the future.
+pub fn check_times(
+    expiration_time: Option<&MessageTime>,
+    not_before: Option<&MessageTime>,
+    issued_at: &MessageTime,
+    now: Timestamp,
+    max_issued_skew_ms: i64,
+) -> Result<(), TimeError> {
+    if expiration_time.is_some_and(|t| t.at <= now) {
+        return Err(TimeError::Expired);
+    }
+    if not_before.is_some_and(|t| t.at > now) {
+        return Err(TimeError::NotYetValid);
+    }
+    if issued_at.at > now.plus_millis(max_issued_skew_ms) {
+        return Err(TimeError::IssuedInFuture);
+    }
+    Ok(())
 }
 
 /// What a verify route expects of a message: our origin and what its nonce was issued for.

@@ -196,17 +196,13 @@ impl SiwsMessage {
         now: crate::clock::Timestamp,
         max_issued_skew_ms: i64,
     ) -> Result<(), super::siwe::TimeError> {
-        use super::siwe::TimeError;
-        if self.expiration_time.as_ref().is_some_and(|t| t.at <= now) {
-            return Err(TimeError::Expired);
-        }
-        if self.not_before.as_ref().is_some_and(|t| t.at > now) {
-            return Err(TimeError::NotYetValid);
-        }
-        if self.issued_at.at > now.plus_millis(max_issued_skew_ms) {
-            return Err(TimeError::IssuedInFuture);
-        }
-        Ok(())
+        super::siwe::check_times(
+            self.expiration_time.as_ref(),
+            self.not_before.as_ref(),
+            &self.issued_at,
+            now,
+            max_issued_skew_ms,
+        )
     }
 }
 

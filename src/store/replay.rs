@@ -2,7 +2,7 @@
 //! after a restart too. A mark is recorded in the same write transaction that finds (or makes)
 //! the wallet's account, so of two racing requests with one signature exactly one commits.
 
-use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::tables::WALLET_REPLAY;
@@ -22,9 +22,4 @@ pub fn record_mark(
     }
     table.insert((timestamp_millis, mark), ())?;
     Ok(true)
-}
-
-/// How many marks are kept (for `check` and tests).
-pub fn count_marks(txn: &impl super::ReadTx) -> Result<u64, StoreError> {
-    Ok(txn.read_table(WALLET_REPLAY)?.len()?)
 }

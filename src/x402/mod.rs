@@ -73,6 +73,17 @@ fn builtin(name: &str, chain_id: u64, asset: &str, token_name: &str, testnet: bo
     }
 }
 
+/// `base-sepolia`: USDC on Base's test network, the default.
+pub fn base_sepolia() -> Network {
+    builtin(
+        "base-sepolia",
+        84532,
+        "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+        "USDC",
+        true,
+    )
+}
+
 /// The built-in networks: `base` (mainnet) and `base-sepolia` (test), USDC on both.
 pub fn builtin_networks() -> Vec<Network> {
     vec![
@@ -83,13 +94,7 @@ pub fn builtin_networks() -> Vec<Network> {
             "USD Coin",
             false,
         ),
-        builtin(
-            "base-sepolia",
-            84532,
-            "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-            "USDC",
-            true,
-        ),
+        base_sepolia(),
     ]
 }
 
@@ -204,10 +209,7 @@ impl Default for X402Config {
     fn default() -> Self {
         X402Config {
             pay_to: None,
-            network: builtin_networks()
-                .into_iter()
-                .find(|n| n.name == "base-sepolia")
-                .unwrap_or_else(|| builtin("base-sepolia", 84532, "0x0", "USDC", true)),
+            network: base_sepolia(),
             settlement: Settlement::None,
             topup_amounts_micros: vec![10_000_000, 50_000_000, 100_000_000],
             facilitator_timeout: std::time::Duration::from_secs(15),

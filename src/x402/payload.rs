@@ -58,11 +58,6 @@ pub fn encode_json(value: &Value) -> String {
     STANDARD.encode(value.to_string())
 }
 
-/// Base64 of raw bytes (the fuzz target feeds arbitrary bytes through the JSON stage too).
-pub fn encode_json_bytes(bytes: &[u8]) -> Vec<u8> {
-    STANDARD.encode(bytes).into_bytes()
-}
-
 /// An unsigned 256-bit integer, big-endian, from its decimal text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct U256(pub [u8; 32]);

@@ -178,14 +178,7 @@ pub fn verify_payment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::builtin_networks;
-
-    fn sepolia() -> Network {
-        builtin_networks()
-            .into_iter()
-            .find(|n| n.name == "base-sepolia")
-            .unwrap()
-    }
+    use crate::x402::base_sepolia;
 
     #[test]
     fn every_reference_reason_is_known() {
@@ -212,7 +205,7 @@ mod tests {
             nonce: [0x01; 32],
         };
         assert_eq!(
-            authorization_key(&sepolia(), &a),
+            authorization_key(&base_sepolia(), &a),
             format!(
                 "x402:base-sepolia:0x{}:0x{}",
                 "ab".repeat(20),

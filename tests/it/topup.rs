@@ -20,7 +20,7 @@ use eliza_cloud::crypto::eth::Address;
 use eliza_cloud::crypto::to_hex;
 use eliza_cloud::x402::payload::{Authorization, U256};
 use eliza_cloud::x402::verify::transfer_digest;
-use eliza_cloud::x402::{Settlement, X402Config, builtin_networks};
+use eliza_cloud::x402::{Settlement, X402Config, base_sepolia, builtin_networks};
 
 use crate::signin::{EvmWallet, high_s_twin, siwe_sign_in};
 use crate::support::{T0, TestResponse, TestServer};
@@ -35,13 +35,6 @@ fn x402(settlement: Settlement) -> X402Config {
         settlement,
         ..X402Config::default()
     }
-}
-
-fn sepolia() -> eliza_cloud::x402::Network {
-    builtin_networks()
-        .into_iter()
-        .find(|n| n.name == "base-sepolia")
-        .unwrap()
 }
 
 /// A payer's authorization, signed over the token domain; fields may be changed before signing.
@@ -66,7 +59,7 @@ impl Pay {
             valid_after: NOW_SECS - 60,
             valid_before: NOW_SECS + 300,
             nonce: rand::random(),
-            network: sepolia(),
+            network: base_sepolia(),
         }
     }
 
@@ -124,7 +117,7 @@ impl Pay {
             "x402Version": 2,
             "resource": {"url": "http://localhost:3000/api/v1/topup/10"},
             "accepted": {"scheme": "exact", "network": "eip155:84532", "amount": self.value.to_string(),
-                         "asset": sepolia().asset.to_checksum(), "payTo": PAY_TO, "maxTimeoutSeconds": 300,
+                         "asset": base_sepolia().asset.to_checksum(), "payTo": PAY_TO, "maxTimeoutSeconds": 300,
                          "extra": {"name": "USDC", "version": "2"}},
             "payload": self.payload(&self.signature_bytes()),
         });
@@ -308,7 +301,7 @@ async fn a_trusted_signature_credits_the_payer_once_also_after_restart_and_when_
         tx,
         format!(
             "0x{}",
-            to_hex(&transfer_digest(&sepolia(), &pay.authorization()))
+            to_hex(&transfer_digest(&base_sepolia(), &pay.authorization()))
         )
     );
     let v1 = decode64(r.header("x-payment-response").unwrap());
@@ -1019,7 +1012,7 @@ async fn an_authorization_credited_by_hand_is_never_settled_again() {
     let server = TestServer::start_with(|c| c.x402 = x402(Settlement::TrustSignature)).await;
     let pay = Pay::new(&EvmWallet::new());
     // What `orgs grant-credits --idempotency-key <key>` writes after a lost settlement.
-    let key = eliza_cloud::x402::verify::authorization_key(&sepolia(), &pay.authorization());
+    let key = eliza_cloud::x402::verify::authorization_key(&base_sepolia(), &pay.authorization());
     let me = server
         .get(
             "/api/v1/auth/whoami",

@@ -378,16 +378,9 @@ mod siwe {
 /// base-sepolia with a clock pinned inside its window, and fails under the wrong domain name.
 mod x402 {
     use super::*;
-    use eliza_cloud::x402::builtin_networks;
     use eliza_cloud::x402::payload::{PaymentPayload, decode_header};
     use eliza_cloud::x402::verify::{Reason, Requirements, transfer_digest, verify_payment};
-
-    fn sepolia() -> eliza_cloud::x402::Network {
-        builtin_networks()
-            .into_iter()
-            .find(|n| n.name == "base-sepolia")
-            .unwrap()
-    }
+    use eliza_cloud::x402::{base_sepolia, builtin_networks};
 
     fn requirements(network: &eliza_cloud::x402::Network) -> Requirements<'_> {
         Requirements {
@@ -402,7 +395,7 @@ mod x402 {
     fn the_reference_payment_verifies_inside_its_window_only() {
         let file = vectors("x402/spec_examples.json");
         let e = &file["eip712"];
-        let network = sepolia();
+        let network = base_sepolia();
         assert_eq!(
             to_hex(&network.domain().separator()),
             e["domain_separator"].as_str().unwrap()[2..]
