@@ -215,6 +215,11 @@ impl SiweMessage {
                 }
                 resources.push(resource.to_string());
             }
+            // The reference parsers require at least one entry after "Resources:"; an empty
+            // list would also not print back to the same bytes.
+            if resources.is_empty() {
+                return Err(SiweError::Resources);
+            }
         }
         if lines.next().is_some() {
             return Err(SiweError::Structure);
@@ -438,6 +443,11 @@ mod tests {
         assert_eq!(
             SiweMessage::parse(&format!("{no_resources}\n")),
             Err(SiweError::Structure)
+        );
+        // Found by the fuzzer: "Resources:" with no entry parsed but printed without the line.
+        assert_eq!(
+            SiweMessage::parse(&format!("{no_resources}\nResources:")),
+            Err(SiweError::Resources)
         );
         assert_eq!(
             SiweMessage::parse(&"x".repeat(MAX_MESSAGE_BYTES + 1)),

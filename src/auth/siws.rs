@@ -124,6 +124,9 @@ impl SiwsMessage {
                 }
                 resources.push(resource.to_string());
             }
+            if resources.is_empty() {
+                return Err(SiwsError::Resources);
+            }
         }
         if lines.next().is_some() {
             return Err(SiwsError::Structure);
@@ -255,6 +258,11 @@ mod tests {
             SiwsMessage::parse(&format!("{SAMPLE}\n")),
             Err(SiwsError::Structure)
         );
+        assert_eq!(
+            SiwsMessage::parse(&format!("{SAMPLE}\nResources:")),
+            Err(SiwsError::Resources)
+        );
+        assert!(SiwsMessage::parse(&format!("{SAMPLE}\nResources:\n- https://a.org")).is_ok());
     }
 
     fn message() -> impl Strategy<Value = SiwsMessage> {
