@@ -2,14 +2,13 @@
 //! in one transaction together with the `bootstrapped` mark, so a later start never creates or
 //! prints another key, whatever the environment says then.
 
-use redb::ReadableTable;
 use uuid::Uuid;
 
 use crate::auth::api_key::{PlainKey, generate_key};
 use crate::clock::Timestamp;
 use crate::store::keys::{ApiKeyRecord, KeyType, insert_key};
+use crate::store::migrations::{is_bootstrapped, mark_bootstrapped};
 use crate::store::orgs::{OrgRecord, Plan, insert_org};
-use crate::store::tables::META;
 use crate::store::users::{Role, UserRecord, insert_user};
 use crate::store::{Store, StoreError};
 
@@ -18,7 +17,6 @@ pub const OPERATOR_ORG_SLUG: &str = "operator";
 pub const BOOTSTRAP_KEY_NAME: &str = "Operator bootstrap key";
 /// The operator's own requests-per-minute limit (enterprise plan, custom limit).
 pub const OPERATOR_RATE_LIMIT: u32 = 6_000;
-const BOOTSTRAPPED_KEY: &str = "bootstrapped";
 
 #[derive(Debug)]
 pub enum BootstrapOutcome {
@@ -38,8 +36,7 @@ pub fn ensure_operator(
     now: Timestamp,
 ) -> Result<BootstrapOutcome, StoreError> {
     store.write(|txn| {
-        let done = txn.open_table(META)?.get(BOOTSTRAPPED_KEY)?.is_some();
-        if done {
+        if is_bootstrapped(txn)? {
             return Ok(BootstrapOutcome::AlreadyDone);
         }
         let now = now.millis();
@@ -83,7 +80,7 @@ pub fn ensure_operator(
             now,
         );
         insert_key(txn, &record)?;
-        txn.open_table(META)?.insert(BOOTSTRAPPED_KEY, 1)?;
+        mark_bootstrapped(txn)?;
         Ok(BootstrapOutcome::Created {
             organization_id: org.id,
             new_key,

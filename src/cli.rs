@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// (ELIZA_CLOUD_HEADER_TIMEOUT; default 10s)
     #[argh(option)]
     pub header_timeout: Option<String>,
+    /// time allowed to send a request body once the server reads it, else 408
+    /// (ELIZA_CLOUD_BODY_TIMEOUT; default 30s)
+    #[argh(option)]
+    pub body_timeout: Option<String>,
     /// time in-flight requests get to finish after SIGINT/SIGTERM
     /// (ELIZA_CLOUD_SHUTDOWN_TIMEOUT; default 10s)
     #[argh(option)]

@@ -14,6 +14,7 @@ pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:3000";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_INITIAL_FREE_CREDITS_MICROS: i64 = 5_000_000;
 pub const BOOTSTRAP_KEY_ENV: &str = "ELIZA_CLOUD_BOOTSTRAP_KEY";
@@ -88,8 +89,13 @@ pub struct ServeConfig {
     pub max_connections: usize,
     pub trust_proxy: bool,
     pub header_timeout: Duration,
+    /// Time a request body gets to arrive once a handler reads it (408 after).
+    pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Most rate-limit buckets held at once (least recently used go first). Not a flag: the
+    /// default bounds memory to a few tens of MB; tests shrink it to watch the bound hold.
+    pub max_buckets: u64,
     /// From `ELIZA_CLOUD_BOOTSTRAP_KEY`: registered for the operator on the first start.
     pub bootstrap_key: Option<PlainKey>,
     /// The sign-up bonus for a wallet's first sign-in, micro-dollars; 0 disables.
@@ -115,8 +121,10 @@ impl ServeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             trust_proxy: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_buckets: crate::state::MAX_BUCKETS,
             bootstrap_key: None,
             initial_free_credits_micros: DEFAULT_INITIAL_FREE_CREDITS_MICROS,
             x402: crate::x402::X402Config::default(),
@@ -192,6 +200,11 @@ impl ServeConfig {
         if let Some((v, from)) = pick(&args.header_timeout, "header-timeout") {
             config.header_timeout = parse_duration(&v)
                 .ok_or_else(|| format!("{from}: {v:?} is not a duration like 10s or 500ms"))?;
+        }
+        if let Some((v, from)) = pick(&args.body_timeout, "body-timeout") {
+            config.body_timeout = parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{from}: {v:?} is not a duration like 30s or 500ms"))?;
         }
         if let Some((v, from)) = pick(&args.shutdown_timeout, "shutdown-timeout") {
             config.shutdown_timeout = parse_duration(&v)

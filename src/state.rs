@@ -45,6 +45,7 @@ impl AppState {
             tracing::error!(error = %e, "x402 facilitator unusable; top-ups will answer 503");
             None
         });
+        let limiter = RateLimiter::new(config.max_buckets);
         AppState {
             config,
             store,
@@ -52,7 +53,7 @@ impl AppState {
             metrics: Metrics::default(),
             started_at,
             key_cache: KeyCache::new(KEY_CACHE_CAPACITY),
-            limiter: RateLimiter::new(MAX_BUCKETS),
+            limiter,
             usage: UsageRecorder::default(),
             nonces: NonceStore::default(),
             wallet_marks: moka::sync::Cache::builder()

@@ -31,12 +31,29 @@ impl PendingUsage {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageRecorder {
     pending: Mutex<PendingUsage>,
+    /// How many flushes have completed (observable, so a test can await the periodic flusher
+    /// instead of sleeping).
+    flushes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for UsageRecorder {
+    fn default() -> Self {
+        UsageRecorder {
+            pending: Mutex::default(),
+            flushes: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl UsageRecorder {
+    /// Watches the number of completed flushes.
+    pub fn flushes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.flushes.subscribe()
+    }
+
     /// Counts one authenticated request.
     pub fn record(&self, key: Option<Uuid>, organization: Uuid, now: Timestamp) {
         if let Ok(mut pending) = self.pending.lock() {
@@ -78,6 +95,7 @@ impl UsageRecorder {
             Err(_) => return Ok(()),
         };
         if taken.is_empty() {
+            self.flushes.send_modify(|n| *n += 1);
             return Ok(());
         }
         let result = store.write(|txn| {
@@ -105,6 +123,9 @@ impl UsageRecorder {
             for (key, count) in taken.org_days {
                 *pending.org_days.entry(key).or_default() += count;
             }
+        }
+        if result.is_ok() {
+            self.flushes.send_modify(|n| *n += 1);
         }
         result
     }

@@ -150,15 +150,25 @@ fn created_answer(
     )
 }
 
-/// Loads a key the caller may manage, inside the caller's transaction.
+/// Loads a key the caller may manage, inside the caller's transaction: one of the caller's
+/// organization (else 404), and a live key only when the caller is not a test key (else 403), so
+/// a test credential can neither obtain a live secret by regenerating nor switch a live key on.
 fn own_key(
     txn: &impl crate::store::ReadTx,
     id: Uuid,
     organization: Uuid,
+    requester: Option<KeyType>,
 ) -> Result<ApiKeyRecord, ApiError> {
-    get_key(txn, id)?
+    let key = get_key(txn, id)?
         .filter(|k| k.organization_id == organization && k.app_id.is_none())
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    if key.key_type == KeyType::Live && requester == Some(KeyType::Test) {
+        return Err(forbidden(
+            "A test key can only manage test keys",
+            Some("live key".into()),
+        ));
+    }
+    Ok(key)
 }
 
 pub async fn update(
@@ -186,10 +196,11 @@ pub async fn update(
         check_escalation(principal, list)?;
     }
     let org = principal.organization().id;
+    let requester = requester_key_type(principal);
     let (before, after) = state
         .store
         .write_blocking(move |txn| {
-            let before = own_key(txn, id, org)?;
+            let before = own_key(txn, id, org, requester)?;
             let mut key = before.clone();
             if let Some(name) = name {
                 key.name = name;
@@ -227,10 +238,11 @@ pub async fn delete(
     id: Uuid,
 ) -> Result<Response<Body>, ApiError> {
     let org = principal.organization().id;
+    let requester = requester_key_type(principal);
     let removed = state
         .store
         .write_blocking(move |txn| {
-            own_key(txn, id, org)?;
+            own_key(txn, id, org, requester)?;
             Ok::<_, ApiError>(delete_key(txn, id)?)
         })
         .await?;
@@ -247,10 +259,11 @@ pub async fn regenerate(
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now();
     let org = principal.organization().id;
+    let requester = requester_key_type(principal);
     let (old_hash, record, plain) = state
         .store
         .write_blocking(move |txn| {
-            let mut key = own_key(txn, id, org)?;
+            let mut key = own_key(txn, id, org, requester)?;
             let old_hash = key.key_hash;
             let plain = generate_key(key.key_type);
             key.key_hash = plain.hash();

@@ -15,7 +15,7 @@ use crate::auth::session::{
     SESSION_MAX_AGE_SECS, clearing_cookie, new_session_token, same_origin, session_cookie,
     session_token,
 };
-use crate::auth::siwe::{Expected, SiweMessage, verify_signed};
+use crate::auth::siwe::{Expected, SiweMessage, parse_evm_chain_id, verify_signed};
 use crate::auth::siws::{CHAIN_IDS, SiwsMessage};
 use crate::crypto::solana::{parse_ed25519_signature, verify_ed25519_strict};
 use crate::http::body::{Body, json_body, parse_json};
@@ -34,15 +34,6 @@ use crate::store::sessions::{SessionRecord, delete_session, insert_session};
 pub const STATEMENT: &str = "Sign in to Eliza Cloud";
 /// How far in the future `Issued At` may be (SPEC §5.1).
 pub const MAX_ISSUED_AT_SKEW_MS: i64 = 5 * 60_000;
-
-/// `chainId`: a positive decimal integer without sign, exponent, hex or leading zeros.
-pub fn parse_evm_chain_id(text: &str) -> Option<u64> {
-    let digits_only = !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit());
-    if !digits_only || text.starts_with('0') {
-        return None;
-    }
-    text.parse::<u64>().ok()
-}
 
 fn no_store(mut response: Response<Body>) -> Response<Body> {
     response
@@ -237,7 +228,7 @@ async fn complete_sign_in(
     let now = state.now().millis();
     let plain = generate_key(KeyType::Live);
     let token = new_session_token();
-    let token_hash = hash_secret(&token);
+    let token_hash = hash_secret(token.expose());
     let bonus = Bonus::Grant(state.config.initial_free_credits_micros);
     let (prefix, key_hash) = (plain.display_prefix(), plain.hash());
     let (account, retired) = state
@@ -317,7 +308,9 @@ async fn complete_sign_in(
             "initialCreditsGranted_micros": account.bonus_micros,
         }),
     );
-    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&token, &state.config.public_url)) {
+    if let Ok(cookie) =
+        HeaderValue::from_str(&session_cookie(token.expose(), &state.config.public_url))
+    {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(no_store(response))
@@ -351,29 +344,4 @@ pub async fn logout(state: &AppState, headers: &HeaderMap) -> Result<Response<Bo
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_ids_are_strict() {
-        assert_eq!(parse_evm_chain_id("1"), Some(1));
-        assert_eq!(parse_evm_chain_id("8453"), Some(8453));
-        for bad in [
-            "",
-            "0",
-            "01",
-            "+1",
-            "-1",
-            "1e3",
-            "0x1",
-            " 1",
-            "1.0",
-            "99999999999999999999",
-        ] {
-            assert_eq!(parse_evm_chain_id(bad), None, "{bad}");
-        }
-    }
 }

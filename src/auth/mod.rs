@@ -98,12 +98,22 @@ impl AuthFailure {
     }
 }
 
-/// The credential a request presents, parsed but not yet checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The credential a request presents, parsed but not yet checked. `Debug` shows its kind only.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
     Wallet(wallet::WalletHeaders<'a>),
     ApiKey(&'a str),
     Session(&'a str),
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presented::Wallet(headers) => f.debug_tuple("Wallet").field(headers).finish(),
+            Presented::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
+            Presented::Session(_) => f.write_str("Session(<redacted>)"),
+        }
+    }
 }
 
 /// The header's one value; a repeated header is refused as `failure`.
@@ -409,6 +419,35 @@ async fn authenticate_wallet(
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn debug_never_shows_a_credential() {
+        let key = "ek_live_secretsecretsecret";
+        let token = "sessionsessionsession";
+        let shown = format!(
+            "{:?} {:?}",
+            Presented::ApiKey(key),
+            Presented::Session(token)
+        );
+        assert_eq!(shown, "ApiKey(<redacted>) Session(<redacted>)");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-wallet-address",
+            HeaderValue::from_static("0x00000000000000000000000000000000000000aa"),
+        );
+        h.insert("x-timestamp", HeaderValue::from_static("1700000000000"));
+        h.insert(
+            "x-wallet-signature",
+            HeaderValue::from_static("0xsignaturebytes"),
+        );
+        if let Ok(Some(presented)) = presented_credential(&h) {
+            let shown = format!("{presented:?}");
+            assert!(!shown.contains("signaturebytes"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        } else {
+            panic!("wallet headers not presented");
+        }
+    }
 
     #[test]
     fn order_and_no_fall_through() {

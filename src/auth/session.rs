@@ -10,9 +10,24 @@ pub const COOKIE_NAME: &str = "eliza_session";
 /// Session lifetime: 7 days, in seconds.
 pub const SESSION_MAX_AGE_SECS: i64 = 7 * 24 * 3600;
 
-/// A new session token (the cookie value). Shown once, in `Set-Cookie`.
-pub fn new_session_token() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+/// A session token (the cookie value): shown once, in `Set-Cookie`; `Debug` redacts it.
+pub struct SessionToken(String);
+
+impl SessionToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
+}
+
+/// A new session token: 32 random bytes, base64url.
+pub fn new_session_token() -> SessionToken {
+    SessionToken(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
 }
 
 /// `Set-Cookie` for a new session.
@@ -95,13 +110,15 @@ mod tests {
 
     #[test]
     fn cookie_flags() {
-        let token = new_session_token();
+        let secret = new_session_token();
+        assert_eq!(format!("{secret:?}"), "SessionToken(<redacted>)");
+        let token = secret.expose();
         assert_eq!(token.len(), 43);
-        let c = session_cookie(&token, &url());
+        let c = session_cookie(token, &url());
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Path=/"));
         assert!(c.contains("Max-Age=604800") && c.ends_with("; Secure"));
         let plain = PublicUrl::parse("http://localhost:3000").unwrap();
-        assert!(!session_cookie(&token, &plain).contains("Secure"));
+        assert!(!session_cookie(token, &plain).contains("Secure"));
     }
 
     #[test]

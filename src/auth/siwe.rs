@@ -125,6 +125,15 @@ impl<'a> Lines<'a> {
     }
 }
 
+/// `chainId`: a positive decimal integer without sign, exponent, hex or leading zeros.
+pub fn parse_evm_chain_id(text: &str) -> Option<u64> {
+    let digits_only = !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit());
+    if !digits_only || text.starts_with('0') {
+        return None;
+    }
+    text.parse::<u64>().ok()
+}
+
 impl SiweMessage {
     /// Parses a message exactly by the EIP-4361 grammar (no trailing newline, no extra lines).
     pub fn parse(message: &str) -> Result<SiweMessage, SiweError> {
@@ -181,11 +190,7 @@ impl SiweMessage {
             return Err(SiweError::Version);
         }
         let chain_id = lines.field("Chain ID: ", SiweError::ChainId)?;
-        let chain_id = if !chain_id.is_empty() && chain_id.bytes().all(|c| c.is_ascii_digit()) {
-            chain_id.parse::<u64>().map_err(|_| SiweError::ChainId)?
-        } else {
-            return Err(SiweError::ChainId);
-        };
+        let chain_id = parse_evm_chain_id(chain_id).ok_or(SiweError::ChainId)?;
         let nonce = lines.field("Nonce: ", SiweError::Nonce)?;
         if !is_nonce(nonce) {
             return Err(SiweError::Nonce);
@@ -394,6 +399,26 @@ impl TimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_ids_are_strict() {
+        assert_eq!(parse_evm_chain_id("1"), Some(1));
+        assert_eq!(parse_evm_chain_id("8453"), Some(8453));
+        for bad in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            "1e3",
+            "0x1",
+            " 1",
+            "1.0",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_evm_chain_id(bad), None, "{bad}");
+        }
+    }
     use proptest::prelude::*;
 
     const SAMPLE: &str = "service.org wants you to sign in with your Ethereum account:\n\
@@ -460,6 +485,16 @@ mod tests {
             "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2",
         );
         assert_eq!(SiweMessage::parse(&lower), Err(SiweError::AddressChecksum));
+        // "01" found by the fuzzer: it parsed as 1 and printed back as "1".
+        for chain in ["0x1", "01", "0"] {
+            assert_eq!(
+                SiweMessage::parse(
+                    &no_resources.replace("Chain ID: 1", &format!("Chain ID: {chain}"))
+                ),
+                Err(SiweError::ChainId),
+                "{chain}"
+            );
+        }
         let hex_chain = no_resources.replace("Chain ID: 1", "Chain ID: 0x1");
         assert_eq!(SiweMessage::parse(&hex_chain), Err(SiweError::ChainId));
     }

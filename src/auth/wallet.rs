@@ -102,13 +102,24 @@ impl WalletError {
     }
 }
 
-/// The three headers, parsed; `timestamp_text` is kept because it is what was signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The three headers, parsed; `timestamp_text` is kept because it is what was signed. `Debug`
+/// leaves the signature out.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct WalletHeaders<'a> {
     pub address: WalletAddress,
     pub timestamp_text: &'a str,
     pub timestamp: Timestamp,
     pub signature: &'a str,
+}
+
+impl std::fmt::Debug for WalletHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalletHeaders")
+            .field("address", &self.address)
+            .field("timestamp", &self.timestamp)
+            .field("signature", &"<redacted>")
+            .finish()
+    }
 }
 
 fn visible_ascii(value: &[u8]) -> Result<&str, WalletError> {

@@ -3,6 +3,7 @@
 //! cap: nothing past the cap is ever buffered.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -52,18 +53,20 @@ pub fn declared_length_exceeds(headers: &http::HeaderMap, cap: usize) -> bool {
         .is_some_and(|len| len > cap as u64)
 }
 
-/// Reads a whole body, refusing it as soon as more than `cap` bytes have arrived.
-pub async fn read_capped<B>(body: B, cap: usize) -> Result<Bytes, ApiError>
+/// Reads a whole body, refusing it as soon as more than `cap` bytes have arrived, or with 408
+/// when it has not all arrived within `timeout` (a stalled body must not hold a connection).
+pub async fn read_capped<B>(body: B, cap: usize, timeout: Duration) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, cap).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    match tokio::time::timeout(timeout, Limited::new(body, cap).collect()).await {
+        Err(_elapsed) => Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit: cap })
         }
-        Err(e) => Err(ApiError::InvalidJson(format!(
+        Ok(Err(e)) => Err(ApiError::InvalidJson(format!(
             "body could not be read: {e}"
         ))),
     }
@@ -102,9 +105,11 @@ mod tests {
 
     #[tokio::test]
     async fn reads_under_cap_and_refuses_over() {
-        let ok = read_capped(chunked(vec![b"ab", b"cd"]), 4).await.unwrap();
+        let ok = read_capped(chunked(vec![b"ab", b"cd"]), 4, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(&ok[..], b"abcd");
-        let err = read_capped(chunked(vec![b"ab", b"cde"]), 4)
+        let err = read_capped(chunked(vec![b"ab", b"cde"]), 4, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert_eq!(err, ApiError::PayloadTooLarge { limit: 4 });

@@ -34,6 +34,8 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: usize,
     },
+    /// 408: the body did not arrive within `--body-timeout`; the connection is closed after.
+    RequestTimeout,
     RateLimited {
         retry_after_secs: u64,
     },
@@ -102,6 +104,12 @@ impl ApiError {
                 format!("Request body exceeds {limit} bytes"),
                 None,
             ),
+            ApiError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "The request body did not arrive in time".into(),
+                None,
+            ),
             ApiError::RateLimited { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
@@ -146,6 +154,10 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            ApiError::RequestTimeout => {
+                // The rest of the body may still come; the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
@@ -186,6 +198,7 @@ mod tests {
                 413,
                 "PAYLOAD_TOO_LARGE",
             ),
+            (ApiError::RequestTimeout, 408, "REQUEST_TIMEOUT"),
             (
                 ApiError::RateLimited {
                     retry_after_secs: 3,

@@ -331,6 +331,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let cap = state.config.max_body_bytes;
+    let body_timeout = state.config.body_timeout;
     // Refused from the declared length before a byte of the body is read.
     if declared_length_exceeds(req.headers(), cap) {
         return Err(ApiError::PayloadTooLarge { limit: cap });
@@ -351,7 +352,7 @@ where
     // A wallet signature covers the body, so with wallet headers it is read (capped) first.
     let mut body = RequestBody::Unread(body);
     if authenticates && auth::presents_wallet_headers(&parts.headers) {
-        body = RequestBody::Read(body.bytes(cap).await?);
+        body = RequestBody::Read(body.bytes(cap, body_timeout).await?);
     }
     let context = auth::AuthContext {
         signed: auth::wallet::SignedRequest {
@@ -403,12 +404,12 @@ where
             api::dashboard::credits(state, need(&principal)?, parts.uri.query()).await
         }
         Route::ApiKeys if parts.method == Method::POST => {
-            let body = body.bytes(cap).await?;
+            let body = body.bytes(cap, body_timeout).await?;
             api::keys::create(state, need(&principal)?, &body).await
         }
         Route::ApiKeys => api::keys::list(state, need(&principal)?).await,
         Route::ApiKey(id) if parts.method == Method::PATCH => {
-            let body = body.bytes(cap).await?;
+            let body = body.bytes(cap, body_timeout).await?;
             api::keys::update(state, need(&principal)?, id, &body).await
         }
         Route::ApiKey(id) => api::keys::delete(state, need(&principal)?, id).await,
@@ -416,16 +417,16 @@ where
         Route::SiweNonce => api::signin::siwe_nonce(state, parts.uri.query()),
         Route::SiwsNonce => api::signin::siws_nonce(state, parts.uri.query()),
         Route::SiweVerify => {
-            let body = body.bytes(cap).await?;
+            let body = body.bytes(cap, body_timeout).await?;
             api::signin::verify_siwe(state, &body).await
         }
         Route::SiwsVerify => {
-            let body = body.bytes(cap).await?;
+            let body = body.bytes(cap, body_timeout).await?;
             api::signin::verify_siws(state, &body).await
         }
         Route::Logout => api::signin::logout(state, &parts.headers).await,
         Route::Topup(amount) => {
-            let body = body.bytes(cap).await?;
+            let body = body.bytes(cap, body_timeout).await?;
             let path = parts.uri.path();
             api::topup::topup(
                 state,
@@ -453,9 +454,9 @@ where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    async fn bytes(self, cap: usize) -> Result<Bytes, ApiError> {
+    async fn bytes(self, cap: usize, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
         match self {
-            RequestBody::Unread(body) => read_capped(body, cap).await,
+            RequestBody::Unread(body) => read_capped(body, cap, timeout).await,
             RequestBody::Read(bytes) => Ok(bytes),
         }
     }
@@ -538,6 +539,49 @@ mod tests {
         assert_eq!(json["error"]["code"], "INTERNAL_ERROR");
         assert_eq!(json["error"]["requestId"], "req_x");
         assert!(!String::from_utf8_lossy(&body).contains("boom"));
+    }
+
+    /// A request body that panics when read: a stand-in for a handler bug deep in a request.
+    struct PanickingBody;
+
+    impl http_body::Body for PanickingBody {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            panic!("boom inside a request");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_anywhere_in_a_request_is_a_500_with_its_request_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::ServeConfig::with_data_dir(dir.path().to_path_buf());
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
+            crate::clock::Timestamp::from_millis(1_767_225_600_000),
+        ));
+        let state = AppState::new(config, store, clock);
+        let req = Request::post("/api/auth/siwe/verify")
+            .header(REQUEST_ID_HEADER, "req-panic-1")
+            .body(PanickingBody)
+            .unwrap();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let response = serve_request(&state, req, peer).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-panic-1");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "INTERNAL_ERROR");
+        assert_eq!(json["error"]["requestId"], "req-panic-1");
+        // The server goes on: the same state serves the next request.
+        let ok = Request::get("/healthz")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let response = serve_request(&state, ok, peer).await;
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     #[test]

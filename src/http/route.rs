@@ -10,7 +10,7 @@ use crate::auth::permissions::Resource;
 /// What a route needs from the caller before its handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No credential: operations endpoints, and answers that touch no data (404, 405, CORS).
+    /// No credential: operations endpoints, and answers that touch no data (405, CORS).
     Public,
     /// Any valid credential of any method (SPEC §4's last row).
     AnyCredential,
@@ -100,9 +100,11 @@ impl Route {
     pub const fn access(self) -> Access {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => Access::Public,
-            Route::CorsPreflight | Route::NotFound | Route::MethodNotAllowed { .. } => {
-                Access::Public
-            }
+            Route::CorsPreflight | Route::MethodNotAllowed { .. } => Access::Public,
+            // The catch-all is the strictest: a path no route knows answers 404 only to an
+            // unrestricted credential, so nothing can be learned about it without one, and
+            // a route that is ever forgotten here fails closed.
+            Route::NotFound => Access::Unrestricted,
             Route::Whoami | Route::Dashboard | Route::Credits => Access::AnyCredential,
             Route::ApiKeys | Route::ApiKey(_) | Route::ApiKeyRegenerate(_) => Access::Unrestricted,
             Route::SiweNonce | Route::SiweVerify | Route::SiwsNonce | Route::SiwsVerify => {

@@ -1,6 +1,8 @@
 //! `eliza-cloud check`: every record decodes, every index agrees with its table, and the ledger
 //! invariants hold (balance = sum of rows, no running balance below zero, idempotency keys unique
-//! and indexed). Read-only; problems are reported, never repaired.
+//! and indexed). These record checks only read and report. Two things around them can write:
+//! opening the store applies pending migrations (as every command does), and redb's file check
+//! (`Store::check_file_integrity`) repairs what it can, which `check` reports as a violation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

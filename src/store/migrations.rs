@@ -101,6 +101,21 @@ pub fn migrate_to(db: &Database, target: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Key in `meta_v1` set once the operator account exists (see `bootstrap`).
+const BOOTSTRAPPED_KEY: &str = "bootstrapped";
+
+/// Whether the first start's operator account was created already.
+pub fn is_bootstrapped(txn: &WriteTransaction) -> Result<bool, StoreError> {
+    use redb::ReadableTable;
+    Ok(txn.open_table(META)?.get(BOOTSTRAPPED_KEY)?.is_some())
+}
+
+/// Records, inside the transaction that created it, that the operator account exists.
+pub fn mark_bootstrapped(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(META)?.insert(BOOTSTRAPPED_KEY, 1)?;
+    Ok(())
+}
+
 /// Test support: writes a schema version as if a newer binary had migrated the file.
 pub fn force_schema_version(db: &Database, version: u64) -> Result<(), StoreError> {
     let txn = db.begin_write()?;

@@ -106,6 +106,28 @@ async fn dashboard_shows_the_organization_keys_usage_and_rate_limit() {
 }
 
 #[tokio::test]
+async fn dashboard_and_credits_need_a_credential_and_only_get() {
+    let server = TestServer::start().await;
+    for path in ["/api/v1/dashboard", "/api/v1/credits"] {
+        let r = server.get(path, &[]).await;
+        r.assert_error(401, "UNAUTHORIZED");
+        assert!(r.header("www-authenticate").is_some(), "{path}");
+        let r = server.get(path, &[("x-api-key", "ek_live_nonsense")]).await;
+        r.assert_error(401, "UNAUTHORIZED");
+        let r = server
+            .request(
+                http::Method::POST,
+                path,
+                &[("x-api-key", &server.operator_key)],
+                bytes::Bytes::new(),
+            )
+            .await;
+        r.assert_error(405, "METHOD_NOT_ALLOWED");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn credits_pages_the_ledger_newest_first() {
     let server = TestServer::start().await;
     let org = operator_org(&server).await;

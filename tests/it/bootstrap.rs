@@ -30,7 +30,8 @@ async fn first_start_prints_one_key_and_a_second_start_prints_nothing() {
     eliza_cloud::auth::api_key::parse_key(&key).expect("a well-formed live key");
     assert!(key.starts_with("ek_live_"));
 
-    // Second start: nothing printed, and the first key still authenticates.
+    // Second start: nothing printed, and the first key still authenticates. Stopped with
+    // SIGINT this time (Ctrl-C): the same clean drain and exit 0.
     let server = Binary::serve(&data, &[], &[]);
     let r = server
         .client()
@@ -38,8 +39,8 @@ async fn first_start_prints_one_key_and_a_second_start_prints_nothing() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["organization"]["name"], "Operator");
-    let (code, stderr) = server.terminate();
-    assert_eq!(code, 0);
+    let (code, stderr) = server.signal("INT");
+    assert_eq!(code, 0, "{stderr}");
     assert!(printed_key(&stderr).is_none(), "{stderr}");
 
     let (code, out, _) = run_cli(&["keys", "list", "--data", data.to_str().unwrap()], &[]);
@@ -134,6 +135,7 @@ fn help_documents_every_serve_flag_and_its_variable() {
         ("--max-connections", "ELIZA_CLOUD_MAX_CONNECTIONS"),
         ("--trust-proxy", "ELIZA_CLOUD_TRUST_PROXY"),
         ("--header-timeout", "ELIZA_CLOUD_HEADER_TIMEOUT"),
+        ("--body-timeout", "ELIZA_CLOUD_BODY_TIMEOUT"),
         ("--shutdown-timeout", "ELIZA_CLOUD_SHUTDOWN_TIMEOUT"),
         ("--max-body-bytes", "ELIZA_CLOUD_MAX_BODY_BYTES"),
     ] {

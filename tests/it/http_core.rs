@@ -10,6 +10,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use serde_json::json;
+
 use crate::support::TestServer;
 
 /// Reads from a raw socket until the peer closes or `limit` passes; answers what arrived.
@@ -47,11 +49,37 @@ async fn healthz_readyz_and_request_ids() {
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_use_the_envelope() {
     let server = TestServer::start().await;
-    let r = server.get("/api/v1/does-not-exist", &[]).await;
+    // The catch-all is the strictest route: an unknown path is 404 to an unrestricted
+    // credential, 401 without one (as every authenticated route), 403 to a restricted key.
+    let key = server.operator_key.clone();
+    let r = server
+        .get("/api/v1/does-not-exist", &[("x-api-key", &key)])
+        .await;
     r.assert_error(404, "NOT_FOUND");
-    let r = server.get("/nope", &[("x-request-id", "mine-1")]).await;
+    let r = server
+        .get(
+            "/nope",
+            &[
+                ("x-request-id", "mine-1"),
+                ("authorization", &format!("Bearer {key}")),
+            ],
+        )
+        .await;
     let error = r.assert_error(404, "NOT_FOUND");
     assert_eq!(error["requestId"], "mine-1");
+    let r = server.get("/api/v1/does-not-exist", &[]).await;
+    r.assert_error(401, "UNAUTHORIZED");
+    assert!(r.header("www-authenticate").is_some());
+    let r = server.get("/api/v1/api-keys/extra/deep", &[]).await;
+    r.assert_error(401, "UNAUTHORIZED");
+    let (_, restricted, _) = server
+        .create_key(json!({"name": "r", "permissions": ["chat"]}))
+        .await;
+    let r = server
+        .get("/api/v1/does-not-exist", &[("x-api-key", &restricted)])
+        .await;
+    let error = r.assert_error(403, "FORBIDDEN");
+    assert_eq!(error["details"]["required"], "unrestricted");
 
     let r = server
         .request(Method::POST, "/healthz", &[], Bytes::from_static(b"{}"))
@@ -229,7 +257,8 @@ async fn metrics_are_prometheus_text() {
     let server = TestServer::start().await;
     server.get("/healthz", &[]).await;
     server.get("/healthz", &[]).await;
-    server.get("/missing", &[]).await;
+    let key = server.operator_key.clone();
+    server.get("/missing", &[("x-api-key", &key)]).await;
     let r = server.get("/metrics", &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
@@ -298,6 +327,34 @@ async fn slow_or_silent_clients_are_cut_off_at_the_header_deadline() {
     let (_, closed) = read_until_close(&mut silent, Duration::from_secs(10)).await;
     assert!(closed, "a silent connection must be cut off");
     // The server still serves others.
+    assert_eq!(server.get("/healthz", &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_and_the_connection_closed() {
+    let server = TestServer::start_with(|c| c.body_timeout = Duration::from_millis(300)).await;
+    // A wallet header makes the server read the body before authenticating; a body route reads
+    // it after. Both promise 1000 bytes and send 3.
+    for head in [
+        "GET /api/v1/auth/whoami HTTP/1.1\r\nHost: x\r\nX-Wallet-Address: 0x1\r\n\
+         X-Timestamp: 1\r\nX-Wallet-Signature: 0x1\r\n",
+        "POST /api/auth/siwe/verify HTTP/1.1\r\nHost: x\r\n",
+    ] {
+        let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+        let request = format!("{head}Content-Length: 1000\r\n\r\nabc");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (text, closed) = read_until_close(&mut stream, Duration::from_secs(10)).await;
+        assert!(
+            closed,
+            "a stalled body must not hold the connection: {head}"
+        );
+        assert!(text.starts_with("HTTP/1.1 408"), "{head}: {text}");
+        assert!(text.contains("REQUEST_TIMEOUT"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("x-request-id: "),
+            "{text}"
+        );
+    }
     assert_eq!(server.get("/healthz", &[]).await.status, StatusCode::OK);
 }
 

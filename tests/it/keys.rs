@@ -155,6 +155,10 @@ async fn restricted_keys_cannot_manage_keys_and_test_keys_cannot_mint_live_ones(
             format!("/api/v1/api-keys/{}", Uuid::new_v4()),
         ),
         (
+            Method::PATCH,
+            format!("/api/v1/api-keys/{}", Uuid::new_v4()),
+        ),
+        (
             Method::POST,
             format!("/api/v1/api-keys/{}/regenerate", Uuid::new_v4()),
         ),
@@ -193,6 +197,37 @@ async fn restricted_keys_cannot_manage_keys_and_test_keys_cannot_mint_live_ones(
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
+    let other_test_id = r.json()["apiKey"]["id"].as_str().unwrap().to_string();
+
+    // Nor can it reach a live secret another way: regenerating, patching or deleting a live key
+    // is 403 (the live key keeps working); test keys it may still manage.
+    let (live_id, live_key, _) = server.create_key(json!({"name": "live"})).await;
+    let live = format!("/api/v1/api-keys/{live_id}");
+    for (method, path, body) in [
+        (Method::POST, format!("{live}/regenerate"), json!({})),
+        (Method::PATCH, live.clone(), json!({"is_active": false})),
+        (Method::DELETE, live.clone(), json!({})),
+    ] {
+        let r = server.json_as(&test_key, method, &path, body).await;
+        let error = r.assert_error(403, "FORBIDDEN");
+        assert_eq!(error["details"]["required"], "live key", "{path}");
+    }
+    assert_eq!(server.whoami_status(&live_key).await, 200);
+    let r = server
+        .json_as(
+            &test_key,
+            Method::POST,
+            &format!("/api/v1/api-keys/{other_test_id}/regenerate"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.json()["plainKey"]
+            .as_str()
+            .unwrap()
+            .starts_with("ek_test_")
+    );
 }
 
 #[tokio::test]
@@ -417,6 +452,33 @@ async fn usage_counts_are_batched_flushed_and_kept_across_restarts() {
     let keys = list(&server).await;
     let key = keys.iter().find(|k| k["id"] == id.as_str()).unwrap();
     assert_eq!(key["usage_count"], 9);
+}
+
+#[tokio::test]
+async fn the_periodic_flusher_stores_usage_without_being_asked() {
+    let server = TestServer::start().await;
+    let (id, plain, _) = server.create_key(json!({"name": "ticked"})).await;
+    let id = Uuid::parse_str(&id).unwrap();
+    let state = server.running().state().clone();
+    let mut flushes = state.usage.flushes();
+    assert_eq!(server.whoami_status(&plain).await, 200);
+    assert!(state.usage.pending_for_key(id).is_some());
+    // Nobody calls flush here: the server's own ticker (every second) must store the count.
+    // Awaits flush events, not a clock; the deadline only turns a hang into a failure.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while state.usage.pending_for_key(id).is_some() {
+            flushes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the periodic flusher ran");
+    let stored = state
+        .store
+        .read(|txn| eliza_cloud::store::keys::get_key(txn, id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.usage_count, 1);
+    const { assert!(eliza_cloud::server::USAGE_FLUSH_INTERVAL.as_millis() <= 1_000) };
 }
 
 #[tokio::test]

@@ -45,7 +45,9 @@ async fn a_request_with_a_key_a_cookie_and_a_body_logs_none_of_them() {
         .get("/api/v1/auth/whoami", &[("x-api-key", &wrong)])
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = client.get(&format!("/api/v1/keys/{key}"), &[]).await;
+    let r = client
+        .get(&format!("/api/v1/keys/{key}"), &[("x-api-key", &key)])
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     let (code, logs) = server.terminate();

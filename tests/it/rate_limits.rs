@@ -203,3 +203,40 @@ async fn floods_of_made_up_keys_and_addresses_do_not_grow_memory() {
     assert_eq!(state.limiter.bucket_count(), buckets);
     assert_eq!(state.key_cache.entry_count(), cached);
 }
+
+#[tokio::test]
+async fn a_flood_of_client_addresses_keeps_the_bucket_count_bounded() {
+    let server = TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.max_buckets = 64;
+    })
+    .await;
+    let state = server.running().state().clone();
+    // The nonce route takes a token from the client address's bucket: 500 addresses, 500
+    // buckets asked for, never more than 64 held.
+    for i in 0..500u32 {
+        let forwarded = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+        let r = server
+            .get(
+                "/api/auth/siwe/nonce?chainId=1",
+                &[("x-forwarded-for", &forwarded)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-ratelimit-limit"), Some("10"));
+    }
+    let held = state.limiter.bucket_count();
+    assert!(held > 0 && held <= 64, "{held} buckets held");
+    // IPv6 clients share their /64's bucket: a flood from one /64 is one bucket's worth.
+    for i in 0..20u32 {
+        let forwarded = format!("2001:db8:1:2::{i:x}");
+        let r = server
+            .get(
+                "/api/auth/siwe/nonce?chainId=1",
+                &[("x-forwarded-for", &forwarded)],
+            )
+            .await;
+        let expected = if i < 10 { 200 } else { 429 };
+        assert_eq!(r.status.as_u16(), expected, "{forwarded}");
+    }
+}

@@ -340,9 +340,14 @@ impl Binary {
     }
 
     /// Sends SIGTERM and waits for the exit; answers (exit code, everything it wrote to stderr).
-    pub fn terminate(mut self) -> (i32, String) {
+    pub fn terminate(self) -> (i32, String) {
+        self.signal("TERM")
+    }
+
+    /// Sends the signal (`TERM`, `INT`) and waits for the exit; answers (exit code, stderr).
+    pub fn signal(mut self, name: &str) -> (i32, String) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
