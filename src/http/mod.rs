@@ -292,7 +292,7 @@ pub fn bucket_for(principal: &Principal) -> (BucketKey, u32) {
 }
 
 /// The route's declared access against what the credential may do.
-fn check_access(access: Access, principal: &Principal, method: &Method) -> Result<(), ApiError> {
+fn check_access(access: Access, holds: &Permissions, method: &Method) -> Result<(), ApiError> {
     match access {
         Access::Public
         | Access::AnyCredential
@@ -300,7 +300,7 @@ fn check_access(access: Access, principal: &Principal, method: &Method) -> Resul
         | Access::CredentialOrClientAddress => Ok(()),
         Access::Permission(resource) => {
             let level = Level::of_method(method);
-            if principal.access.allows(resource, level) {
+            if holds.allows(resource, level) {
                 Ok(())
             } else {
                 Err(ApiError::Forbidden {
@@ -309,7 +309,7 @@ fn check_access(access: Access, principal: &Principal, method: &Method) -> Resul
                 })
             }
         }
-        Access::Unrestricted => match principal.access {
+        Access::Unrestricted => match holds {
             Permissions::Unrestricted => Ok(()),
             Permissions::Restricted(_) => Err(ApiError::Forbidden {
                 message: "Only a credential without a permission list can manage API keys".into(),
@@ -386,7 +386,7 @@ where
                 retry_after_secs: decision.retry_after_secs,
             });
         }
-        check_access(route.access(), principal, &parts.method)?;
+        check_access(route.access(), &principal.access, &parts.method)?;
         state.usage.record(
             principal.api_key().map(|k| k.id),
             principal.organization().id,
@@ -582,6 +582,45 @@ mod tests {
             .unwrap();
         let response = serve_request(&state, ok, peer).await;
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn route_permissions_follow_the_method_and_name_what_is_missing() {
+        use crate::auth::permissions::Resource;
+        let chat_read = Permissions::from_stored(&["chat:read".into()]);
+        let chat = Permissions::from_stored(&["chat".into()]);
+        let need = Access::Permission(Resource::CHAT);
+        for method in [Method::GET, Method::HEAD] {
+            assert_eq!(check_access(need, &chat_read, &method), Ok(()));
+        }
+        for method in [Method::POST, Method::PATCH, Method::DELETE, Method::PUT] {
+            let refused = check_access(need, &chat_read, &method);
+            let Err(ApiError::Forbidden { required, .. }) = refused else {
+                panic!("{method} allowed with chat:read");
+            };
+            assert_eq!(required.as_deref(), Some("chat:write"));
+            assert_eq!(check_access(need, &chat, &method), Ok(()));
+            assert_eq!(
+                check_access(need, &Permissions::Unrestricted, &method),
+                Ok(())
+            );
+        }
+        let images = Permissions::from_stored(&["images".into()]);
+        let Err(ApiError::Forbidden { required, .. }) = check_access(need, &images, &Method::GET)
+        else {
+            panic!("images grants chat");
+        };
+        assert_eq!(required.as_deref(), Some("chat:read"));
+        let Err(ApiError::Forbidden { required, .. }) =
+            check_access(Access::Unrestricted, &chat, &Method::GET)
+        else {
+            panic!("a restricted key managed keys");
+        };
+        assert_eq!(required.as_deref(), Some("unrestricted"));
+        assert_eq!(
+            check_access(Access::AnyCredential, &images, &Method::POST),
+            Ok(())
+        );
     }
 
     #[test]
