@@ -2,7 +2,9 @@
 //! hello-world against `GET /api/v1/auth/whoami` through the full stack (key authentication,
 //! routing, envelope, logging off). Prints both throughputs, their ratio, and the process RSS.
 //!
-//! Run: `cargo bench --bench load` (LOAD_SECONDS, LOAD_CONCURRENCY to change the defaults).
+//! Run: `cargo bench --bench load` (LOAD_SECONDS, default 3; LOAD_ROUNDS, default 7;
+//! LOAD_CONCURRENCY, default 32). Loopback throughput on a shared machine swings by a quarter
+//! from one round to the next, so the figure is the median of many short alternating rounds.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
@@ -124,7 +126,7 @@ fn main() {
             .with_max_level(tracing::Level::INFO)
             .init();
     }
-    let seconds = env_num("LOAD_SECONDS", 5);
+    let seconds = env_num("LOAD_SECONDS", 3);
     let concurrency = env_num("LOAD_CONCURRENCY", 32);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -162,7 +164,7 @@ fn main() {
             .unwrap();
         let bare = bare_hyper().await;
         let rss_before = rss_kib();
-        let rounds = env_num("LOAD_ROUNDS", 3);
+        let rounds = env_num("LOAD_ROUNDS", 7);
         // Warm both up, then alternate them so drift on the machine hits both alike.
         drive(bare, "/", None, concurrency, 1).await;
         drive(server.local_addr(), "/api/v1/auth/whoami", Some(&key), concurrency, 1).await;

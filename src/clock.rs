@@ -33,19 +33,65 @@ impl Timestamp {
     }
 }
 
-impl std::fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Timestamp {
+    /// The fields of the RFC 3339 form: (year, month, day, hour, minute, second, millisecond).
+    fn fields(self) -> (i64, u32, u32, i64, i64, i64, i64) {
         let secs = self.0.div_euclid(1000);
         let millis = self.0.rem_euclid(1000);
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        (
+            year,
+            month,
+            day,
             rem / 3600,
             (rem % 3600) / 60,
-            rem % 60
+            rem % 60,
+            millis,
+        )
+    }
+
+    /// The 24 bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ` for the years 0000–9999, written digit by
+    /// digit (every JSON answer carries a few of these; `core::fmt` was a visible share of a
+    /// request's CPU). Other years have no fixed width and go through `Display`'s general path.
+    fn rfc3339_fixed(self) -> Option<[u8; 24]> {
+        let (year, month, day, hour, minute, second, millis) = self.fields();
+        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                if let Some(slot) = out.get_mut(i) {
+                    // value % 10 < 10, so the cast cannot truncate.
+                    *slot = b'0' + (value % 10) as u8;
+                }
+                value /= 10;
+            }
+        };
+        // Each field is in range by construction (hour < 24, millis < 1000, ...).
+        let small = |v: i64| u32::try_from(v).unwrap_or(0);
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, small(hour));
+        put(14, 2, small(minute));
+        put(17, 2, small(second));
+        put(20, 3, small(millis));
+        Some(out)
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(fixed) = self.rfc3339_fixed()
+            && let Ok(text) = std::str::from_utf8(&fixed)
+        {
+            return f.write_str(text);
+        }
+        let (year, month, day, hour, minute, second, millis) = self.fields();
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z"
         )
     }
 }
@@ -53,7 +99,10 @@ impl std::fmt::Display for Timestamp {
 /// Serialises as the RFC 3339 string, straight into the output.
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.rfc3339_fixed() {
+            Some(fixed) => serializer.serialize_str(std::str::from_utf8(&fixed).unwrap_or("")),
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -286,6 +335,20 @@ mod tests {
         fn rfc3339_round_trips(millis in -62_135_596_800_000i64..253_402_300_799_999) {
             let t = Timestamp(millis);
             proptest::prop_assert_eq!(parse_rfc3339(&t.to_rfc3339()), Some(t));
+        }
+
+        /// The digit-by-digit form equals the general `core::fmt` one wherever it applies,
+        /// and `Display` still prints the years it does not cover.
+        #[test]
+        fn fixed_form_matches_the_general_one(millis in proptest::prelude::any::<i64>()) {
+            let t = Timestamp(millis);
+            let (year, month, day, hour, minute, second, ms) = t.fields();
+            let general = format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{ms:03}Z"
+            );
+            proptest::prop_assert_eq!(t.to_string(), general.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&t).ok(), serde_json::to_string(&general).ok());
+            proptest::prop_assert_eq!(t.rfc3339_fixed().is_some(), (0..=9999).contains(&year));
         }
 
         #[test]

@@ -15,7 +15,9 @@ const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Per-bucket counts, not cumulative: a request increments one counter; `render` sums them.
+    /// The last slot counts requests slower than every bound.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
     auth_failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -30,10 +32,9 @@ impl Metrics {
             *map.entry((route, status)).or_default() += 1;
         }
         let secs = elapsed.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        let slot = LATENCY_BUCKETS.partition_point(|bound| *bound < secs);
+        if let Some(bucket) = self.latency_buckets.get(slot) {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -81,11 +82,12 @@ impl Metrics {
             "# HELP eliza_http_request_duration_seconds Request latency."
         );
         let _ = writeln!(out, "# TYPE eliza_http_request_duration_seconds histogram");
+        let mut cumulative = 0u64;
         for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            cumulative = cumulative.saturating_add(bucket.load(Ordering::Relaxed));
             let _ = writeln!(
                 out,
-                "eliza_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
+                "eliza_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.latency_count.load(Ordering::Relaxed);
@@ -152,13 +154,20 @@ mod tests {
         let m = Metrics::default();
         m.record_request("healthz", 200, Duration::from_micros(300));
         m.record_request("healthz", 200, Duration::from_millis(30));
+        m.record_request("healthz", 200, Duration::from_millis(500));
+        m.record_request("healthz", 200, Duration::from_secs(9));
         m.record_auth_failure("api_key", "unknown_key");
         m.record_rate_limited();
         let text = m.render();
-        assert!(text.contains("eliza_http_requests_total{route=\"healthz\",status=\"200\"} 2"));
+        assert!(text.contains("eliza_http_requests_total{route=\"healthz\",status=\"200\"} 4"));
         assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"0.05\"} 2"));
-        assert!(text.contains("eliza_http_request_duration_seconds_count 2"));
+        // A bound is inclusive: 0.5 s lands in le="0.5"; 9 s only in +Inf.
+        assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"0.25\"} 2"));
+        assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"0.5\"} 3"));
+        assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"5\"} 3"));
+        assert!(text.contains("eliza_http_request_duration_seconds_bucket{le=\"+Inf\"} 4"));
+        assert!(text.contains("eliza_http_request_duration_seconds_count 4"));
         assert!(
             text.contains("eliza_auth_failures_total{method=\"api_key\",reason=\"unknown_key\"} 1")
         );

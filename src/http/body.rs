@@ -28,8 +28,10 @@ pub fn empty() -> Body {
 /// A JSON response; serialising our own `Serialize` types cannot fail, but if it did the answer
 /// is a plain 500 rather than a panic.
 pub fn json_body(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let (status, bytes) = match serde_json::to_vec(value) {
-        Ok(bytes) => (status, bytes),
+    // Most answers fit in 1 KiB; starting there saves the doublings from serde_json's 128 bytes.
+    let mut bytes = Vec::with_capacity(1024);
+    let (status, bytes) = match serde_json::to_writer(&mut bytes, value) {
+        Ok(()) => (status, bytes),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             br#"{"error":{"code":"INTERNAL_ERROR","message":"Internal server error"}}"#.to_vec(),

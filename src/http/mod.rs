@@ -51,7 +51,18 @@ pub fn request_id_of(headers: &HeaderMap) -> String {
             return text.to_string();
         }
     }
-    format!("req_{:032x}", rand::random::<u128>())
+    new_request_id(rand::random::<u128>())
+}
+
+/// `req_` and the 32 lowercase hex digits of `random`, written without `core::fmt`.
+fn new_request_id(random: u128) -> String {
+    let mut id = String::with_capacity(36);
+    id.push_str("req_");
+    for shift in (0..32).rev() {
+        let nibble = ((random >> (shift * 4)) & 0xf) as u32;
+        id.push(char::from_digit(nibble, 16).unwrap_or('0'));
+    }
+    id
 }
 
 /// The client's address for per-address buckets: the socket peer, or with `--trust-proxy` the
@@ -625,6 +636,10 @@ mod tests {
 
     #[test]
     fn request_ids() {
+        assert_eq!(new_request_id(0), format!("req_{:032x}", 0u128));
+        for random in [1u128, 0xdead_beef, u128::MAX, u128::MAX / 3, 1 << 127] {
+            assert_eq!(new_request_id(random), format!("req_{random:032x}"));
+        }
         let mut h = HeaderMap::new();
         let fresh = request_id_of(&h);
         assert!(fresh.starts_with("req_") && fresh.len() == 36);
