@@ -122,7 +122,7 @@ fn key_verification(c: &mut Criterion) {
     let context = eliza_cloud::auth::AuthContext {
         signed: whoami,
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-        new_wallet_bonus: eliza_cloud::store::accounts::Bonus::None,
+        new_wallet: eliza_cloud::auth::NewWallet::Create(eliza_cloud::store::accounts::Bonus::None),
     };
     let mut headers = http::HeaderMap::new();
     headers.insert("x-api-key", key.expose().parse().unwrap());

@@ -72,14 +72,46 @@ async fn flush_usage(state: &Arc<AppState>) {
     }
 }
 
+/// How often, by the server's clock, expired sessions are deleted (they are refused from the
+/// moment they expire; this only reclaims their rows).
+pub const SESSION_PURGE_INTERVAL_MS: i64 = 3_600_000;
+
+/// Deletes the sessions expired at `now`, in one write transaction.
+async fn purge_sessions(state: &Arc<AppState>, now: crate::clock::Timestamp) {
+    let purged = state
+        .store
+        .write_blocking(move |txn| {
+            crate::store::sessions::purge_expired_sessions(txn, now.millis())
+        })
+        .await;
+    match purged {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
+        Err(e) => tracing::error!(error = %e, "expired-session purge failed; will retry"),
+    }
+}
+
 /// Flushes usage counters every interval, and once more when told to stop (after the drain).
+/// The same task deletes expired sessions at start and then every
+/// [`SESSION_PURGE_INTERVAL_MS`] of the server's clock, before the flush of that tick.
 async fn usage_flusher(state: Arc<AppState>, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge: Option<crate::clock::Timestamp> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = tick.tick() => flush_usage(&state).await,
+            _ = tick.tick() => {
+                let now = state.now();
+                let due = last_purge.is_none_or(|at| {
+                    now.millis().saturating_sub(at.millis()) >= SESSION_PURGE_INTERVAL_MS
+                });
+                if due {
+                    purge_sessions(&state, now).await;
+                    last_purge = Some(now);
+                }
+                flush_usage(&state).await;
+            }
         }
     }
     flush_usage(&state).await;

@@ -22,6 +22,15 @@ pub fn time(millis: i64) -> Value {
     Value::String(Timestamp(millis).to_rfc3339())
 }
 
+/// An EVM address as answers show it: EIP-55. A stored value that does not parse (never written
+/// by this code) is shown as stored.
+pub fn shown_evm_address(stored: &str) -> String {
+    match crate::crypto::eth::Address::parse_any_case(stored) {
+        Ok(address) => address.to_checksum(),
+        Err(_) => stored.to_string(),
+    }
+}
+
 /// A user as the API shows it. Borrowed and derived, so answers serialise without building
 /// intermediate JSON trees (the hot `whoami` path).
 #[derive(Serialize)]
@@ -29,7 +38,8 @@ pub struct UserView<'a> {
     id: &'a Uuid,
     organization_id: &'a Uuid,
     name: Option<&'a str>,
-    wallet_address: Option<&'a str>,
+    /// EIP-55 (SPEC §3: stored lowercase, shown checksummed).
+    wallet_address: Option<String>,
     solana_address: Option<&'a str>,
     role: &'static str,
     is_active: bool,
@@ -42,7 +52,7 @@ pub fn user_view(user: &UserRecord) -> UserView<'_> {
         id: &user.id,
         organization_id: &user.organization_id,
         name: user.name.as_deref(),
-        wallet_address: user.wallet_address.as_deref(),
+        wallet_address: user.wallet_address.as_deref().map(shown_evm_address),
         solana_address: user.solana_address.as_deref(),
         role: user.role.as_str(),
         is_active: user.is_active,

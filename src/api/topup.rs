@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::auth::wallet::WalletAddress;
-use crate::crypto::eth::Address;
 use crate::crypto::to_hex;
 use crate::http::body::{Body, json_body};
 use crate::http::error::ApiError;
@@ -122,9 +121,13 @@ fn payment_header(headers: &HeaderMap) -> Option<&[u8]> {
         .map(HeaderValue::as_bytes)
 }
 
+/// `POST /api/v1/topup/{amount}`. `new_wallet` is a wallet whose signature headers were valid
+/// but which has no account yet: it is made (without a bonus) in the crediting transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn topup(
     state: &AppState,
     principal: Option<&Principal>,
+    new_wallet: Option<Wallet>,
     amount_micros: Option<i64>,
     path: &str,
     headers: &HeaderMap,
@@ -217,10 +220,12 @@ pub async fn topup(
         Ok(transaction) => transaction,
         Err(reason) => return Ok(refused(state, &offer, &reason)),
     };
+    // SPEC §7's order: the wallet of the signature headers (with or without an account yet),
+    // else the other credential's organization, else the body's wallet, else the payer.
     credit(
         state,
         principal,
-        credit_to_body,
+        new_wallet.or(credit_to_body),
         &payment,
         &offer,
         &verified,
@@ -294,7 +299,7 @@ async fn settle(
 async fn credit(
     state: &AppState,
     principal: Option<&Principal>,
-    credit_to_body: Option<Wallet>,
+    credit_to_wallet: Option<Wallet>,
     payment: &PaymentPayload,
     offer: &Offer<'_>,
     verified: &VerifiedPayment,
@@ -303,8 +308,8 @@ async fn credit(
 ) -> Result<Response<Body>, ApiError> {
     let network = offer.network;
     let payer = verified.payer;
-    // Wallet headers and other credentials both arrive as a principal; else the body's wallet;
-    // else the payer.
+    // Wallet headers of a known wallet and other credentials both arrive as a principal; else
+    // the wallet to credit (the headers' new wallet, or the body's); else the payer.
     let target = match principal {
         Some(p) => Target::Organization {
             organization_id: p.organization().id,
@@ -314,7 +319,7 @@ async fn credit(
                 .clone()
                 .or_else(|| p.user().solana_address.clone()),
         },
-        None => Target::Wallet(credit_to_body.unwrap_or(Wallet::Evm(payer.to_lower_hex()))),
+        None => Target::Wallet(credit_to_wallet.unwrap_or(Wallet::Evm(payer.to_lower_hex()))),
     };
     let key = verified.authorization_key.clone();
     let network_name = network.name.clone();
@@ -371,10 +376,7 @@ async fn credit(
         organization = %record.organization_id,
         "x402 top-up credited"
     );
-    let wallet = wallet.map(|w| match Address::parse_any_case(&w) {
-        Ok(a) => a.to_checksum(),
-        Err(_) => w,
-    });
+    let wallet = wallet.map(|w| super::shown_evm_address(&w));
     let shown_network = if payment.version >= 2 {
         network.caip2()
     } else {

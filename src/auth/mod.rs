@@ -20,7 +20,7 @@ use http::HeaderMap;
 
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::accounts::{Bonus, find_or_create_wallet_account};
+use crate::store::accounts::{Bonus, Wallet, find_or_create_wallet_account, find_wallet_account};
 use crate::store::keys::{ApiKeyRecord, find_key_by_hash};
 use crate::store::orgs::{OrgRecord, get_org};
 use crate::store::replay::record_mark;
@@ -204,8 +204,28 @@ pub struct AuthContext<'a> {
     pub signed: wallet::SignedRequest<'a>,
     /// Whose bucket pays for creating a wallet's account (SPEC §8's per-address limit).
     pub client_ip: std::net::IpAddr,
-    /// What a wallet seen for the first time gets (nothing on the top-up route, SPEC §3).
-    pub new_wallet_bonus: Bonus,
+    /// What happens to a wallet seen for the first time.
+    pub new_wallet: NewWallet,
+}
+
+/// What wallet-signature authentication does with a wallet that has no account yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewWallet {
+    /// Its account is made on the spot, with this sign-up bonus (SPEC §3, shared with sign-in).
+    Create(Bonus),
+    /// No account is made: the caller gets [`Authenticated::NewWallet`]. The top-up route makes
+    /// the account only once a payment has settled, so a failed payment never leaves behind an
+    /// account that missed its sign-up bonus.
+    Defer,
+}
+
+/// Who a credential proved to be.
+#[derive(Debug, Clone)]
+pub enum Authenticated {
+    /// An account, with what it may do.
+    Principal(Principal),
+    /// Valid wallet-signature headers of a wallet with no account (only with [`NewWallet::Defer`]).
+    NewWallet(Wallet),
 }
 
 /// Why a request is not authenticated.
@@ -228,15 +248,16 @@ pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     context: &AuthContext<'_>,
-) -> Result<Option<Principal>, AuthError> {
-    match presented_credential(headers)? {
+) -> Result<Option<Authenticated>, AuthError> {
+    let principal = match presented_credential(headers)? {
         Some(Presented::Wallet(found)) => {
-            authenticate_wallet(state, &found, context).await.map(Some)
+            return authenticate_wallet(state, &found, context).await.map(Some);
         }
-        Some(Presented::ApiKey(token)) => Ok(Some(authenticate_api_key(state, token).await?)),
-        Some(Presented::Session(token)) => Ok(Some(authenticate_session(state, token).await?)),
-        None => Ok(None),
-    }
+        Some(Presented::ApiKey(token)) => authenticate_api_key(state, token).await?,
+        Some(Presented::Session(token)) => authenticate_session(state, token).await?,
+        None => return Ok(None),
+    };
+    Ok(Some(Authenticated::Principal(principal)))
 }
 
 /// Looks a key up by hash: from the cache, else from the store (then cached).
@@ -342,12 +363,13 @@ const REPLAY_KEEP_MS: i64 = 2 * wallet::MAX_SKEW_MS;
 
 /// Wallet-signature headers (SPEC §6): the signature and window checks, then, in one write
 /// transaction, the single-use mark and the wallet's account (made with the sign-up bonus the
-/// first time, shared with sign-in). Full access; the caller's bucket is its user's.
+/// first time, shared with sign-in, unless the context defers it). Full access; the caller's
+/// bucket is its user's.
 async fn authenticate_wallet(
     state: &AppState,
     found: &wallet::WalletHeaders<'_>,
     context: &AuthContext<'_>,
-) -> Result<Principal, AuthError> {
+) -> Result<Authenticated, AuthError> {
     let now = state.now();
     let verified =
         wallet::verify(found, &context.signed, now).map_err(|e| AuthFailure::wallet(e.reason()))?;
@@ -358,7 +380,7 @@ async fn authenticate_wallet(
     }
     let mark = verified.mark;
     let account_wallet = verified.address.wallet();
-    let bonus = context.new_wallet_bonus;
+    let new_wallet = context.new_wallet;
     // Making an account is limited per client address, like a sign-in (SPEC §8): a script
     // cannot mint accounts (and bonuses) with fresh keys faster than it could sign in.
     let lookup = account_wallet.key().to_string();
@@ -392,7 +414,13 @@ async fn authenticate_wallet(
             )? {
                 return Ok::<_, StoreError>(None);
             }
-            find_or_create_wallet_account(txn, &account_wallet, bonus, now.millis()).map(Some)
+            match new_wallet {
+                NewWallet::Create(bonus) => {
+                    find_or_create_wallet_account(txn, &account_wallet, bonus, now.millis())
+                        .map(|account| Some(Some(account)))
+                }
+                NewWallet::Defer => find_wallet_account(txn, &account_wallet).map(Some),
+            }
         })
         .await
         .map_err(|e| {
@@ -401,10 +429,13 @@ async fn authenticate_wallet(
         })?
         .ok_or(replayed)?;
     state.wallet_marks.insert(mark, ());
+    let Some(account) = account else {
+        return Ok(Authenticated::NewWallet(verified.address.wallet()));
+    };
     if !account.organization.is_active || !account.user.is_active {
         return Err(AuthFailure::wallet("inactive_account").into());
     }
-    Ok(Principal {
+    Ok(Authenticated::Principal(Principal {
         method: AuthMethod::WalletSignature,
         access: Access::Unrestricted,
         identity: Arc::new(Identity {
@@ -412,7 +443,7 @@ async fn authenticate_wallet(
             organization: account.organization,
             user: account.user,
         }),
-    })
+    }))
 }
 
 #[cfg(test)]

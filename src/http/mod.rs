@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 
 use crate::api;
 use crate::auth::permissions::{Access as Permissions, Level};
-use crate::auth::{self, Principal};
+use crate::auth::{self, Authenticated, NewWallet, Principal};
 use crate::limits::{BucketKey, Decision, PER_IP_LIMIT, plan_limit};
 use crate::state::AppState;
 use crate::store::accounts::Bonus;
@@ -259,9 +259,9 @@ async fn authenticate_for(
     headers: &HeaderMap,
     context: &auth::AuthContext<'_>,
     rate: &mut Option<Decision>,
-) -> Result<Option<Principal>, ApiError> {
+) -> Result<Option<Authenticated>, ApiError> {
     match auth::authenticate(state, headers, context).await {
-        Ok(Some(principal)) => Ok(Some(principal)),
+        Ok(Some(found)) => Ok(Some(found)),
         Ok(None) if route.access() == Access::CredentialOrClientAddress => Ok(None),
         Ok(None) => {
             state
@@ -373,17 +373,23 @@ where
             body: body.read_so_far(),
         },
         client_ip: address,
-        // SPEC §3: accounts created by an x402 top-up get no sign-up bonus.
-        new_wallet_bonus: if matches!(route, Route::Topup(_)) {
-            Bonus::None
+        // SPEC §3: accounts created by an x402 top-up get no sign-up bonus, and are made only
+        // once the payment has settled.
+        new_wallet: if matches!(route, Route::Topup(_)) {
+            NewWallet::Defer
         } else {
-            Bonus::Grant(state.config.initial_free_credits_micros)
+            NewWallet::Create(Bonus::Grant(state.config.initial_free_credits_micros))
         },
     };
-    let principal = if authenticates {
+    let authenticated = if authenticates {
         authenticate_for(state, route, &parts.headers, &context, rate).await?
     } else {
         None
+    };
+    let (principal, new_wallet) = match authenticated {
+        Some(Authenticated::Principal(principal)) => (Some(principal), None),
+        Some(Authenticated::NewWallet(wallet)) => (None, Some(wallet)),
+        None => (None, None),
     };
     if let Some(principal) = &principal {
         check_cross_site(state, principal, &parts.method, &parts.headers)?;
@@ -442,6 +448,7 @@ where
             api::topup::topup(
                 state,
                 principal.as_ref(),
+                new_wallet,
                 amount,
                 path,
                 &parts.headers,

@@ -61,21 +61,32 @@ pub enum Bonus {
     None,
 }
 
+/// The wallet's existing account, if it has one.
+pub fn find_wallet_account(
+    txn: &impl super::ReadTx,
+    wallet: &Wallet,
+) -> Result<Option<WalletAccount>, StoreError> {
+    let Some(user) = find_user_by_wallet(txn, wallet.key())? else {
+        return Ok(None);
+    };
+    let organization = get_org(txn, user.organization_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("user {} has no organization", user.id)))?;
+    Ok(Some(WalletAccount {
+        user,
+        organization,
+        is_new: false,
+        bonus_micros: 0,
+    }))
+}
+
 pub fn find_or_create_wallet_account(
     txn: &WriteTransaction,
     wallet: &Wallet,
     bonus: Bonus,
     now_millis: i64,
 ) -> Result<WalletAccount, StoreError> {
-    if let Some(user) = find_user_by_wallet(txn, wallet.key())? {
-        let organization = get_org(txn, user.organization_id)?
-            .ok_or_else(|| StoreError::Corrupt(format!("user {} has no organization", user.id)))?;
-        return Ok(WalletAccount {
-            user,
-            organization,
-            is_new: false,
-            bonus_micros: 0,
-        });
+    if let Some(account) = find_wallet_account(txn, wallet)? {
+        return Ok(account);
     }
     let mut slug = wallet.slug();
     if get_org_by_slug(txn, &slug)?.is_some() {

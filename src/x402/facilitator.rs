@@ -137,8 +137,17 @@ impl Facilitator {
         })
     }
 
+    /// The host to connect to and to name in TLS: an IPv6 literal without its brackets
+    /// (`Uri::host` keeps them; the `Host` header wants them).
+    fn connect_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+
     pub async fn verify(&self, body: &Value) -> Result<VerifyAnswer, CallError> {
-        let answer = self.post("/verify", body).await?;
+        let answer = self.post("/verify", body, "isValid").await?;
         let is_valid = answer
             .get("isValid")
             .and_then(Value::as_bool)
@@ -153,7 +162,7 @@ impl Facilitator {
     }
 
     pub async fn settle(&self, body: &Value) -> Result<SettleAnswer, CallError> {
-        let answer = self.post("/settle", body).await?;
+        let answer = self.post("/settle", body, "success").await?;
         let success = answer
             .get("success")
             .and_then(Value::as_bool)
@@ -172,14 +181,21 @@ impl Facilitator {
         })
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
-        tokio::time::timeout(self.timeout, self.post_unbounded(path, body))
+    /// POSTs `body`; answers the JSON of a 200, or of a 4xx whose `verdict` field is `false`
+    /// (facilitators differ in the status they send a refusal with; its reason is what counts).
+    async fn post(&self, path: &str, body: &Value, verdict: &str) -> Result<Value, CallError> {
+        tokio::time::timeout(self.timeout, self.post_unbounded(path, body, verdict))
             .await
             .map_err(|_| CallError::Timeout)?
     }
 
-    async fn post_unbounded(&self, path: &str, body: &Value) -> Result<Value, CallError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+    async fn post_unbounded(
+        &self,
+        path: &str,
+        body: &Value,
+        verdict: &str,
+    ) -> Result<Value, CallError> {
+        let tcp = TcpStream::connect((self.connect_host(), self.port))
             .await
             .map_err(|_| CallError::Connect)?;
         let _ = tcp.set_nodelay(true);
@@ -197,16 +213,23 @@ impl Facilitator {
             .map_err(|_| CallError::Malformed)?;
         let (status, bytes) = match &self.tls {
             Some(tls) => {
-                let name = ServerName::try_from(self.host.clone()).map_err(|_| CallError::Tls)?;
+                let name = ServerName::try_from(self.connect_host().to_string())
+                    .map_err(|_| CallError::Tls)?;
                 let stream = tls.connect(name, tcp).await.map_err(|_| CallError::Tls)?;
                 exchange(stream, request).await?
             }
             None => exchange(tcp, request).await?,
         };
-        if status != StatusCode::OK {
-            return Err(CallError::Status(status.as_u16()));
+        if status == StatusCode::OK {
+            return serde_json::from_slice(&bytes).map_err(|_| CallError::Malformed);
         }
-        serde_json::from_slice(&bytes).map_err(|_| CallError::Malformed)
+        if status.is_client_error()
+            && let Ok(answer) = serde_json::from_slice::<Value>(&bytes)
+            && answer.get(verdict) == Some(&Value::Bool(false))
+        {
+            return Ok(answer);
+        }
+        Err(CallError::Status(status.as_u16()))
     }
 }
 
@@ -262,5 +285,15 @@ mod tests {
             Facilitator::new("https://x", Duration::from_secs(1), Some(b"not pem")).is_ok(),
             "no PEM block in the file adds nothing"
         );
+    }
+
+    #[test]
+    fn an_ipv6_literal_is_connected_to_without_brackets() {
+        let f = Facilitator::new("http://[::1]:8402/x", Duration::from_secs(1), None).unwrap();
+        assert_eq!(f.host, "[::1]", "kept for the Host header");
+        assert_eq!(f.connect_host(), "::1");
+        assert_eq!(f.port, 8402);
+        let f = Facilitator::new("https://x402.org", Duration::from_secs(1), None).unwrap();
+        assert_eq!(f.connect_host(), "x402.org");
     }
 }

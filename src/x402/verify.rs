@@ -37,7 +37,7 @@ pub enum Reason {
 
 /// Every reason string of the reference set that a facilitator may answer for an EVM `exact`
 /// payment; anything else it says becomes `unexpected_verify_error` / `unexpected_settle_error`.
-pub const REFERENCE_REASONS: [&str; 16] = [
+pub const REFERENCE_REASONS: [&str; 17] = [
     "insufficient_funds",
     "invalid_exact_evm_payload_authorization_valid_after",
     "invalid_exact_evm_payload_authorization_valid_before",
@@ -53,6 +53,7 @@ pub const REFERENCE_REASONS: [&str; 16] = [
     "unsupported_scheme",
     "invalid_x402_version",
     "invalid_transaction_state",
+    "unexpected_verify_error",
     "unexpected_settle_error",
 ];
 

@@ -71,6 +71,11 @@ fn time(t: Timestamp) -> MessageTime {
 
 /// The message a wallet would build from a nonce answer.
 fn siwe_for(server: &TestServer, nonce: &Value, wallet: &EvmWallet) -> SiweMessage {
+    siwe_at(server.clock.now_millis(), nonce, wallet)
+}
+
+/// The message a wallet would build from a nonce answer at `now_millis`.
+pub fn siwe_at(now_millis: i64, nonce: &Value, wallet: &EvmWallet) -> SiweMessage {
     SiweMessage {
         scheme: None,
         domain: nonce["domain"].as_str().unwrap().into(),
@@ -80,8 +85,8 @@ fn siwe_for(server: &TestServer, nonce: &Value, wallet: &EvmWallet) -> SiweMessa
         version: "1".into(),
         chain_id: nonce["chainId"].as_u64().unwrap(),
         nonce: nonce["nonce"].as_str().unwrap().into(),
-        issued_at: time(Timestamp(server.clock.now_millis())),
-        expiration_time: Some(time(Timestamp(server.clock.now_millis() + 600_000))),
+        issued_at: time(Timestamp(now_millis)),
+        expiration_time: Some(time(Timestamp(now_millis + 600_000))),
         not_before: None,
         request_id: None,
         resources: vec![],
@@ -99,12 +104,7 @@ pub async fn nonce(server: &TestServer, path: &str) -> Value {
     let r = server
         .get(path, &[("x-forwarded-for", &fresh_address())])
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     r.json()
 }
@@ -145,12 +145,7 @@ async fn siwe_sign_in_creates_the_account_once_and_rotates_its_key() {
     let server = TestServer::start_with(|c| c.trust_proxy = true).await;
     let wallet = EvmWallet::new();
     let r = siwe_sign_in(&server, &wallet).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let j = r.json();
     let checksum = wallet.address.to_checksum();
     let lower = wallet.address.to_lower_hex();
@@ -176,8 +171,8 @@ async fn siwe_sign_in_creates_the_account_once_and_rotates_its_key() {
         .await;
     assert_eq!(
         r.json()["user"]["wallet_address"],
-        lower.as_str(),
-        "stored lowercase"
+        wallet.address.to_checksum(),
+        "stored lowercase, shown EIP-55"
     );
     assert_eq!(balance(&server, &first_key).await, "5.000000");
 
@@ -344,12 +339,7 @@ async fn siwe_rejections_are_401_and_never_use_the_nonce() {
     let mut v01 = good_sig;
     v01[64] -= 27;
     let r = verify(&server, "/api/auth/siwe/verify", &good_text, &to_hex(&v01)).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     // Now it is used: the same message again is refused.
     let r = verify(
         &server,
@@ -535,12 +525,7 @@ async fn siws_sign_in_with_base58_and_hex_signatures() {
     let text = build(&n).print_unchecked();
     let sig = base58_encode(&key.sign(text.as_bytes()).to_bytes());
     let r = verify(&server, "/api/auth/siws/verify", &text, &sig).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let j = r.json();
     assert_eq!(j["address"], address.to_base58());
     assert_eq!(j["isNewAccount"], true);
@@ -795,4 +780,48 @@ async fn a_switched_off_account_cannot_sign_in() {
     assert_eq!(keys.len(), 1);
     assert!(keys[0].is_active);
     assert_eq!(server.whoami_status(&key).await, 401);
+}
+
+#[tokio::test]
+async fn expired_sessions_are_refused_at_once_and_their_rows_deleted_by_the_server() {
+    use eliza_cloud::auth::session::SESSION_MAX_AGE_SECS;
+    use eliza_cloud::store::sessions::purge_expired_sessions;
+    let server = TestServer::start().await;
+    let old = session_cookie(&siwe_sign_in(&server, &EvmWallet::new()).await);
+    let whoami = |cookie: String| {
+        let server = &server;
+        async move {
+            server
+                .get("/api/v1/auth/whoami", &[("cookie", &cookie)])
+                .await
+                .status
+        }
+    };
+    assert_eq!(whoami(old.clone()).await, StatusCode::OK);
+    // Past the session's age and the purge interval: refused at once, by the clock.
+    server.clock.advance_millis(
+        SESSION_MAX_AGE_SECS * 1000 + eliza_cloud::server::SESSION_PURGE_INTERVAL_MS,
+    );
+    assert_eq!(whoami(old.clone()).await, StatusCode::UNAUTHORIZED);
+    let fresh = session_cookie(&siwe_sign_in(&server, &EvmWallet::new()).await);
+    // The server's own ticker deletes the expired row: two flush events after the clock moved
+    // mean one whole tick read the new time (the purge runs before that tick's flush).
+    let state = server.running().state().clone();
+    let mut flushes = state.usage.flushes();
+    let start = *flushes.borrow_and_update();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while *flushes.borrow_and_update() < start + 2 {
+            flushes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the ticker ran");
+    // What is left: only the fresh session (every row is expired at the end of time).
+    let left = state
+        .store
+        .write(|txn| purge_expired_sessions(txn, i64::MAX))
+        .unwrap();
+    assert_eq!(left, 1);
+    // (That check deleted the fresh one too, by design of the probe.)
+    assert_eq!(whoami(fresh).await, StatusCode::UNAUTHORIZED);
 }

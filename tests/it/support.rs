@@ -38,6 +38,17 @@ impl TestResponse {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn assert_status(&self, status: StatusCode) {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+
     /// Asserts the SPEC §2 envelope with this status and code; answers the error object.
     pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
         assert_eq!(
@@ -202,12 +213,7 @@ impl TestServer {
         let r = self
             .operator_json(Method::POST, "/api/v1/api-keys", body)
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        r.assert_status(StatusCode::CREATED);
         let json = r.json();
         (
             json["apiKey"]["id"].as_str().unwrap().to_string(),
@@ -372,4 +378,20 @@ pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     (tmp, data)
+}
+
+/// Sends the requests at once; answers how many got each status, and all the statuses.
+pub async fn race(
+    attempts: impl IntoIterator<Item = impl std::future::Future<Output = TestResponse>>,
+) -> (std::collections::BTreeMap<u16, usize>, Vec<StatusCode>) {
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for s in &statuses {
+        *counts.entry(s.as_u16()).or_default() += 1;
+    }
+    (counts, statuses)
 }

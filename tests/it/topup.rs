@@ -23,7 +23,7 @@ use eliza_cloud::x402::verify::transfer_digest;
 use eliza_cloud::x402::{Settlement, X402Config, base_sepolia, builtin_networks};
 
 use crate::signin::{EvmWallet, high_s_twin, siwe_sign_in};
-use crate::support::{T0, TestResponse, TestServer};
+use crate::support::{T0, TestResponse, TestServer, race};
 
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const NOW_SECS: u64 = (T0.0 / 1000) as u64;
@@ -146,18 +146,35 @@ async fn topup(
         .await
 }
 
+/// A server that settles by trusting the signature, reading client addresses from
+/// `X-Forwarded-For` (so [`topup`] gives each call an address of its own).
+async fn trusting_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.x402 = x402(Settlement::TrustSignature);
+    })
+    .await
+}
+
+/// `POST /api/v1/topup/10` with an `X-PAYMENT` header and nothing else.
+async fn pay_only(server: &TestServer, header: &str) -> TestResponse {
+    server
+        .request(
+            Method::POST,
+            "/api/v1/topup/10",
+            &[("x-payment", header)],
+            "",
+        )
+        .await
+}
+
 fn decode64(text: &str) -> Value {
     serde_json::from_slice(&STANDARD.decode(text).unwrap()).unwrap()
 }
 
 /// A 402 whose error is `reason`, with both versions.
 fn assert_refused(r: &TestResponse, reason: &str) {
-    assert_eq!(
-        r.status,
-        StatusCode::PAYMENT_REQUIRED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::PAYMENT_REQUIRED);
     assert_eq!(r.json()["error"], reason);
     assert_eq!(
         decode64(r.header("payment-required").unwrap())["error"],
@@ -188,11 +205,7 @@ async fn without_a_payment_the_answer_is_402_in_both_versions() {
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
 
-    let server = TestServer::start_with(|c| {
-        c.trust_proxy = true;
-        c.x402 = x402(Settlement::TrustSignature);
-    })
-    .await;
+    let server = trusting_server().await;
     let r = topup(&server, "10", &[], "").await;
     assert_refused(&r, "X-PAYMENT header is required");
     let v1 = r.json();
@@ -270,21 +283,12 @@ async fn without_a_payment_the_answer_is_402_in_both_versions() {
 
 #[tokio::test]
 async fn a_trusted_signature_credits_the_payer_once_also_after_restart_and_when_racing() {
-    let mut server = TestServer::start_with(|c| {
-        c.trust_proxy = true;
-        c.x402 = x402(Settlement::TrustSignature);
-    })
-    .await;
+    let mut server = trusting_server().await;
     let payer = EvmWallet::new();
     let pay = Pay::new(&payer);
     let header = pay.v1();
     let r = topup(&server, "10", &[("x-payment", &header)], "").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let j = r.json();
     assert_eq!(j["success"], true);
     assert_eq!(j["amount"], "10.000000");
@@ -337,33 +341,15 @@ async fn a_trusted_signature_credits_the_payer_once_also_after_restart_and_when_
     let header = pay.v2();
     let headers = [("payment-signature", header.as_str())];
     let attempts = (0..6).map(|_| server.request(Method::POST, "/api/v1/topup/10", &headers, ""));
-    let statuses: Vec<_> = futures_util::future::join_all(attempts)
-        .await
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
-            .count(),
-        5
-    );
+    let (counts, statuses) = race(attempts).await;
+    assert_eq!(counts.get(&200), Some(&1), "{statuses:?}");
+    assert_eq!(counts.get(&402), Some(&5), "{statuses:?}");
     assert_eq!(balance_of_wallet(&server, &payer).await.0, "20.000000");
 }
 
 #[tokio::test]
 async fn every_verification_step_has_its_reason() {
-    let server = TestServer::start_with(|c| {
-        c.trust_proxy = true;
-        c.x402 = x402(Settlement::TrustSignature);
-    })
-    .await;
+    let server = trusting_server().await;
     let payer = EvmWallet::new();
     let good = Pay::new(&payer);
     let sig = good.signature_bytes();
@@ -418,12 +404,7 @@ async fn every_verification_step_has_its_reason() {
     edge.valid_before = NOW_SECS + 6;
     edge.valid_after = NOW_SECS;
     let r = topup(&server, "10", &[("x-payment", &edge.v1())], "").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let metrics = String::from_utf8(server.get("/metrics", &[]).await.body.to_vec()).unwrap();
     assert!(
         metrics
@@ -435,11 +416,7 @@ async fn every_verification_step_has_its_reason() {
 
 #[tokio::test]
 async fn who_is_credited_follows_the_order_of_the_spec() {
-    let server = TestServer::start_with(|c| {
-        c.trust_proxy = true;
-        c.x402 = x402(Settlement::TrustSignature);
-    })
-    .await;
+    let server = trusting_server().await;
     let payer = EvmWallet::new();
     // Another credential: the operator's organization.
     let r = topup(
@@ -452,12 +429,7 @@ async fn who_is_credited_follows_the_order_of_the_spec() {
         "",
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let me = server
         .get(
             "/api/v1/auth/whoami",
@@ -492,12 +464,7 @@ async fn who_is_credited_follows_the_order_of_the_spec() {
         &body,
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(r.json()["walletAddress"], beneficiary.address.to_checksum());
     assert_eq!(
         balance_of_wallet(&server, &beneficiary).await.0,
@@ -511,41 +478,81 @@ async fn who_is_credited_follows_the_order_of_the_spec() {
         .assert_error(400, "INVALID_JSON");
     // Wallet-signature headers: that wallet, even with a walletAddress in the body.
     let agent = EvmWallet::new();
-    let ts = T0.0;
-    let hash = {
-        use sha2::Digest;
-        to_hex(&sha2::Sha256::digest(format!("\n{body}").as_bytes()))
-    };
-    let text = format!(
-        "Eliza Cloud Authentication\nTimestamp: {ts}\nMethod: POST\nPath: /api/v1/topup/10\nPayload-SHA256: {hash}"
-    );
-    let ts_text = ts.to_string();
-    let sig = agent.sign(&text);
-    let agent_address = agent.address.to_checksum();
-    let wallet_headers = [
-        ("x-wallet-address", agent_address.as_str()),
-        ("x-timestamp", ts_text.as_str()),
-        ("x-wallet-signature", sig.as_str()),
-    ];
+    let signed = signed_topup_headers(&agent, "10", &body);
+    let wallet_headers = pairs(&signed);
     // The x402 retry: the request first goes without a payment and is answered 402 without
     // using the signature up; then the same request comes back with X-PAYMENT.
     let r = topup(&server, "10", &wallet_headers, &body).await;
     assert_refused(&r, "X-PAYMENT header is required");
     let payment = Pay::new(&payer).v1();
-    let mut paid = wallet_headers.to_vec();
+    let mut paid = wallet_headers.clone();
     paid.push(("x-payment", payment.as_str()));
     let r = topup(&server, "10", &paid, &body).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(r.json()["walletAddress"], agent.address.to_checksum());
     // An account made on the top-up route gets no sign-up bonus (SPEC §3), whatever made it.
     assert_eq!(r.json()["newBalance"], "10.000000");
     // And now the signature is used: the same request again is a replay.
     topup(&server, "10", &paid, &body)
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+}
+
+/// Signed wallet headers for `POST /api/v1/topup/{amount}` with `body`, at `T0`.
+fn signed_topup_headers(wallet: &EvmWallet, amount: &str, body: &str) -> Vec<(String, String)> {
+    let hash = {
+        use sha2::Digest;
+        to_hex(&sha2::Sha256::digest(format!("\n{body}").as_bytes()))
+    };
+    let ts = T0.0;
+    let text = format!(
+        "Eliza Cloud Authentication\nTimestamp: {ts}\nMethod: POST\nPath: /api/v1/topup/{amount}\nPayload-SHA256: {hash}"
+    );
+    vec![
+        ("x-wallet-address".into(), wallet.address.to_checksum()),
+        ("x-timestamp".into(), ts.to_string()),
+        ("x-wallet-signature".into(), wallet.sign(&text)),
+    ]
+}
+
+/// Borrowed pairs, as the request helpers take them.
+fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_wallet_whose_top_up_fails_keeps_its_sign_up_bonus() {
+    let server = trusting_server().await;
+    let payer = EvmWallet::new();
+    // A wallet never seen, valid headers, a payment of the wrong value: 402, and no account is
+    // left behind (an account made here would have no bonus, SPEC §3).
+    let agent = EvmWallet::new();
+    let mut paid = signed_topup_headers(&agent, "10", "");
+    let mut wrong = Pay::new(&payer);
+    wrong.value = 50_000_000;
+    paid.push(("x-payment".into(), wrong.v1()));
+    let r = topup(&server, "10", &pairs(&paid), "").await;
+    assert_refused(&r, "invalid_exact_evm_payload_authorization_value");
+    let (balance, signed_in) = balance_of_wallet(&server, &agent).await;
+    assert_eq!(signed_in["isNewAccount"], true);
+    assert_eq!(balance, "5.000000");
+    // A second new wallet that pays: its account is made by the top-up, without a bonus, and
+    // the headers' wallet is credited, not the payer.
+    let other = EvmWallet::new();
+    let mut paid = signed_topup_headers(&other, "10", "");
+    paid.push(("x-payment".into(), Pay::new(&payer).v1()));
+    let r = topup(&server, "10", &pairs(&paid), "").await;
+    r.assert_status(StatusCode::OK);
+    assert_eq!(r.json()["walletAddress"], other.address.to_checksum());
+    assert_eq!(r.json()["newBalance"], "10.000000");
+    let (balance, signed_in) = balance_of_wallet(&server, &other).await;
+    assert_eq!(signed_in["isNewAccount"], false);
+    assert_eq!(balance, "10.000000");
+    // The signature was used by the paid request: the same headers again are a replay.
+    topup(&server, "10", &pairs(&paid), "")
         .await
         .assert_error(401, "UNAUTHORIZED");
 }
@@ -611,20 +618,8 @@ async fn a_mainnet_network_refuses_trust_signature_and_test_keys() {
         .await;
     assert_refused(&r, "invalid_network");
     assert_eq!(facilitator.calls(), 0);
-    let r = server
-        .request(
-            Method::POST,
-            "/api/v1/topup/10",
-            &[("x-payment", header.as_str())],
-            "",
-        )
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let r = pay_only(&server, &header).await;
+    r.assert_status(StatusCode::OK);
     assert_eq!(facilitator.calls(), 2, "verify then settle");
 }
 
@@ -632,6 +627,8 @@ async fn a_mainnet_network_refuses_trust_signature_and_test_keys() {
 struct Behaviour {
     verify_invalid: Option<&'static str>,
     settle_error: Option<&'static str>,
+    /// The status a refusal is sent with (200 when unset; some facilitators send 400).
+    refusal_status: Option<u16>,
 }
 
 /// A stand-in facilitator: a real HTTP(S) server on 127.0.0.1 that checks each request's shape
@@ -645,6 +642,14 @@ struct Facilitator {
 impl Facilitator {
     async fn start(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Facilitator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Facilitator::serve(listener, behaviour, tls)
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        behaviour: Behaviour,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Facilitator {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
@@ -680,6 +685,12 @@ impl Facilitator {
                                 amount,
                                 &body["paymentPayload"]["payload"]["authorization"]["value"]
                             );
+                            let refused = (path == "/verify" && behaviour.verify_invalid.is_some())
+                                || (path == "/settle" && behaviour.settle_error.is_some());
+                            let status = match behaviour.refusal_status {
+                                Some(code) if refused => http::StatusCode::from_u16(code).unwrap(),
+                                _ => http::StatusCode::OK,
+                            };
                             let answer = match path.as_str() {
                                 "/verify" => match behaviour.verify_invalid {
                                     Some(r) => json!({"isValid": false, "invalidReason": r}),
@@ -697,9 +708,10 @@ impl Facilitator {
                                 },
                                 _ => json!({"error": "unknown"}),
                             };
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                Bytes::from(answer.to_string()),
-                            )))
+                            let mut response =
+                                http::Response::new(Full::new(Bytes::from(answer.to_string())));
+                            *response.status_mut() = status;
+                            Ok::<_, std::convert::Infallible>(response)
                         }
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
@@ -724,6 +736,7 @@ impl Facilitator {
     }
 
     fn url(&self) -> String {
+        // SocketAddr's Display brackets an IPv6 address, as a URL needs.
         format!(
             "{}://{}",
             if self.https { "https" } else { "http" },
@@ -768,12 +781,7 @@ async fn a_facilitator_verifies_and_settles_before_anything_is_credited() {
             "",
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(
         r.json()["payment"]["transaction"],
         format!("0x{}", "ab".repeat(32))
@@ -861,6 +869,23 @@ async fn a_facilitator_that_refuses_or_is_gone_credits_nothing() {
             },
             "invalid_exact_evm_payload_signature",
         ),
+        // The same refusals sent with a 400 still carry their reason.
+        (
+            Behaviour {
+                verify_invalid: Some("insufficient_funds"),
+                refusal_status: Some(400),
+                ..Behaviour::default()
+            },
+            "insufficient_funds",
+        ),
+        (
+            Behaviour {
+                settle_error: Some("invalid_exact_evm_payload_authorization_valid_before"),
+                refusal_status: Some(400),
+                ..Behaviour::default()
+            },
+            "invalid_exact_evm_payload_authorization_valid_before",
+        ),
     ] {
         let (_facilitator, server) = facilitator_server(behaviour).await;
         let pay = Pay::new(&EvmWallet::new());
@@ -884,19 +909,23 @@ async fn a_facilitator_that_refuses_or_is_gone_credits_nothing() {
     }
     // Nobody listening: 503, nothing credited, and the same payment works once it is back.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
+    let addr = closed.local_addr().unwrap();
     drop(closed);
+    let url = format!("http://{addr}");
     let server = TestServer::start_with(|c| c.x402 = x402(Settlement::Facilitator(url))).await;
-    let pay = Pay::new(&EvmWallet::new());
-    let r = server
-        .request(
-            Method::POST,
-            "/api/v1/topup/10",
-            &[("x-payment", pay.v1().as_str())],
-            "",
-        )
-        .await;
+    let payer = EvmWallet::new();
+    let header = Pay::new(&payer).v1();
+    let r = pay_only(&server, &header).await;
     r.assert_error(503, "SERVICE_UNAVAILABLE");
+    let back = Facilitator::serve(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        Behaviour::default(),
+        None,
+    );
+    let r = pay_only(&server, &header).await;
+    r.assert_status(StatusCode::OK);
+    assert_eq!(back.paths(), ["/verify", "/settle"]);
+    assert_eq!(balance_of_wallet(&server, &payer).await.0, "10.000000");
 }
 
 #[tokio::test]
@@ -983,12 +1012,7 @@ async fn an_https_facilitator_with_a_private_ca() {
             "",
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(facilitator.paths(), ["/verify", "/settle"]);
     // Without the CA the certificate is refused: 503, and the facilitator saw nothing new.
     let untrusting =
@@ -1053,4 +1077,46 @@ async fn an_authorization_credited_by_hand_is_never_settled_again() {
         .await
         .json();
     assert_eq!(credits["balance"], "10.000000");
+}
+
+#[tokio::test]
+async fn a_facilitator_settles_one_of_six_racing_copies_and_an_ipv6_url_works() {
+    // The stand-in on the IPv6 loopback when this machine has one, else on 127.0.0.1.
+    let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("no IPv6 loopback here ({e}); the race runs over IPv4");
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+        }
+    };
+    let facilitator = Facilitator::serve(listener, Behaviour::default(), None);
+    let url = facilitator.url();
+    let server = TestServer::start_with(|c| {
+        c.trust_proxy = true;
+        c.x402 = x402(Settlement::Facilitator(url));
+    })
+    .await;
+    let payer = EvmWallet::new();
+    let header = Pay::new(&payer).v1();
+    let headers = [("x-payment", header.as_str())];
+    let attempts = (0..6).map(|_| topup(&server, "10", &headers, ""));
+    let (counts, statuses) = race(attempts).await;
+    assert_eq!(counts.get(&200), Some(&1), "{statuses:?}");
+    let settlements = || {
+        facilitator
+            .paths()
+            .iter()
+            .filter(|p| *p == "/settle")
+            .count()
+    };
+    assert_eq!(settlements(), 1, "one settlement for one authorization");
+    assert_eq!(balance_of_wallet(&server, &payer).await.0, "10.000000");
+    // And after a restart the settled authorization is still used.
+    let mut server = server;
+    server.restart().await;
+    assert_refused(
+        &topup(&server, "10", &headers, "").await,
+        "invalid_transaction_state",
+    );
+    assert_eq!(settlements(), 1);
 }

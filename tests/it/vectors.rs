@@ -309,40 +309,56 @@ mod siwe {
         }
     }
 
-    /// Verification as the server does it: the exact message bytes, EIP-191, low-S recovery, the
-    /// recovered signer equal to the message's address, then the time rules (and the bindings
-    /// a fixture asks for).
+    /// Verification through the server's own function, `siwe::verify_signed`: chain id, domain
+    /// (the fixture's `domainBinding`, else the message's own), URI, the time rules at the
+    /// fixture's `time`, then EIP-191 low-S recovery over the exact text, which must give the
+    /// message's address. A `matchNonce` fixture says the nonce the server expects is another:
+    /// the server's nonce store, holding only what it issued, must not know the message's.
     fn verify(case: &Value) -> Result<(), String> {
+        use eliza_cloud::auth::nonce::{NonceChain, NonceStore};
+        use eliza_cloud::auth::siwe::{Expected, verify_signed};
         let message = from_fields(case).ok_or("unconstructible")?;
         let text = message.print_unchecked();
         let parsed = SiweMessage::parse(&text).map_err(|e| format!("{e:?}"))?;
-        let signature = parse_signature_hex(case["signature"].as_str().unwrap())
-            .map_err(|e| format!("{e:?}"))?;
-        let signer =
-            recover_eip191_signer(text.as_bytes(), &signature).map_err(|e| format!("{e:?}"))?;
-        if signer != parsed.address {
-            return Err("signer differs".into());
-        }
-        if let Some(domain) = case.get("domainBinding").and_then(Value::as_str)
-            && domain != parsed.domain
-        {
-            return Err("domain binding".into());
-        }
-        if let Some(nonce) = case.get("matchNonce").and_then(Value::as_str)
-            && nonce != parsed.nonce
-        {
-            return Err("nonce binding".into());
-        }
         let now = match case.get("time").and_then(Value::as_str) {
             Some(t) => parse_rfc3339(t).ok_or("bad time")?,
             None => SystemClock.now(),
         };
+        let expected = Expected {
+            domain: case
+                .get("domainBinding")
+                .and_then(Value::as_str)
+                .unwrap_or(&parsed.domain),
+            https: parsed.scheme.as_deref() != Some("http"),
+            uri: &parsed.uri,
+            chain_id: parsed.chain_id,
+        };
         // The fixtures follow the reference library, which checks Expiration Time and Not Before
         // only ("expired message" is verified at a time before its Issued At). The server adds
         // SPEC §5.1's "Issued At at most 5 minutes ahead"; that rule has its own tests.
-        parsed
-            .check_time(now, i64::MAX)
-            .map_err(|e| format!("{e:?}"))
+        verify_signed(
+            &parsed,
+            &text,
+            case["signature"].as_str().unwrap(),
+            &expected,
+            now,
+            i64::MAX,
+        )?;
+        if case.get("matchNonce").is_some() {
+            let nonces = NonceStore::default();
+            let issued = nonces
+                .issue(
+                    NonceChain::Ethereum(parsed.chain_id),
+                    parsed.uri.clone(),
+                    now,
+                )
+                .unwrap();
+            assert_ne!(issued, parsed.nonce);
+            if nonces.peek(&parsed.nonce, now).is_none() {
+                return Err("nonce not issued".into());
+            }
+        }
+        Ok(())
     }
 
     #[test]
@@ -360,8 +376,19 @@ mod siwe {
         let file = vectors("siwe/verification_negative.json");
         let cases = file.as_object().unwrap();
         assert_eq!(cases.len(), 10);
+        // Where the fixture names one cause, the server's check must be the one that refuses.
+        let causes = [
+            ("expired message", "message_expired"),
+            ("domain binding", "domain_mismatch"),
+            ("custom time", "message_expired"),
+            ("custom nonce", "nonce not issued"),
+            ("not yet valid", "message_not_yet_valid"),
+        ];
         for (name, case) in cases {
-            assert!(verify(case).is_err(), "{name} verified");
+            let refused = verify(case).expect_err(name);
+            if let Some((_, cause)) = causes.iter().find(|(n, _)| n == name) {
+                assert_eq!(refused, *cause, "{name}");
+            }
         }
     }
 

@@ -12,10 +12,10 @@ use eliza_cloud::crypto::solana::{SolanaAddress, base58_encode};
 use eliza_cloud::crypto::to_hex;
 
 use crate::signin::{EvmWallet, siwe_sign_in};
-use crate::support::{T0, TestResponse, TestServer};
+use crate::support::{T0, TestResponse, TestServer, race};
 
 /// The five-line text, written out here rather than built by the server's own function.
-fn text(ts: i64, method: &str, path: &str, canonical_query: &str, body: &[u8]) -> String {
+pub fn text(ts: i64, method: &str, path: &str, canonical_query: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(canonical_query.as_bytes());
     hasher.update(b"\n");
@@ -72,12 +72,7 @@ async fn whoami(server: &TestServer, wallet: &EvmWallet, ts: i64) -> TestRespons
 }
 
 fn ok(r: &TestResponse) -> Value {
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     r.json()
 }
 
@@ -88,7 +83,7 @@ async fn an_evm_wallet_authenticates_gets_its_account_and_one_bonus() {
     let t = T0.millis();
     let me = ok(&whoami(&server, &wallet, t).await);
     assert_eq!(me["authMethod"], "wallet_signature");
-    assert_eq!(me["user"]["wallet_address"], wallet.address.to_lower_hex());
+    assert_eq!(me["user"]["wallet_address"], wallet.address.to_checksum());
     assert!(me.get("apiKey").is_none() || me["apiKey"].is_null());
     let r = whoami(&server, &wallet, t + 1).await;
     assert_eq!(ok(&r)["organization"]["id"], me["organization"]["id"]);
@@ -179,19 +174,14 @@ async fn a_post_body_is_covered_by_the_signature() {
     .await;
     r.assert_error(401, "UNAUTHORIZED");
     let r = send(&server, Method::POST, "/api/v1/api-keys", &signed, &body).await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::CREATED);
     let key = r.json()["plainKey"].as_str().unwrap().to_string();
     // Wallets have full access: the key it made works, in the wallet's organization.
     let me = server
         .get("/api/v1/auth/whoami", &[("x-api-key", &key)])
         .await
         .json();
-    assert_eq!(me["user"]["wallet_address"], wallet.address.to_lower_hex());
+    assert_eq!(me["user"]["wallet_address"], wallet.address.to_checksum());
     // A body too large is 413 before any signature work.
     let big = vec![b'x'; 2 * 1024 * 1024];
     let r = send(&server, Method::POST, "/api/v1/api-keys", &signed, &big).await;
@@ -249,16 +239,8 @@ async fn a_signed_request_is_accepted_once_also_after_a_restart_and_when_racing(
         &text(t + 7, "GET", "/api/v1/auth/whoami", "", b""),
     );
     let attempts = (0..8).map(|_| send(&server, Method::GET, "/api/v1/auth/whoami", &signed, b""));
-    let statuses: Vec<_> = futures_util::future::join_all(attempts)
-        .await
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        1,
-        "{statuses:?}"
-    );
+    let (counts, statuses) = race(attempts).await;
+    assert_eq!(counts.get(&200), Some(&1), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -290,12 +272,7 @@ async fn the_four_line_text_only_without_query_or_body() {
     let path = format!("/api/v1/api-keys/{id}/regenerate");
     let signed = Signed::evm(&wallet, t + 4, &four_lines(t + 4, "POST", &path));
     let r = send(&server, Method::POST, &path, &signed, b"").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -313,12 +290,7 @@ async fn solana_wallets_sign_in_base58_or_hex() {
         signature: base58_encode(&signature),
     };
     let r = send(&server, Method::POST, "/api/v1/api-keys", &signed, body).await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::CREATED);
     let message = text(t + 1, "GET", "/api/v1/auth/whoami", "", b"");
     let hex = format!("0x{}", to_hex(&key.sign(message.as_bytes()).to_bytes()));
     let signed = Signed {
