@@ -100,7 +100,9 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
         decode_all(&txn.read_table(API_KEYS)?, "API keys", p, |k| k)?;
     report.api_keys = keys.len() as u64;
     let mut hashes_seen = HashMap::new();
+    let mut orgs_seen = HashSet::new();
     for (key, record) in &keys {
+        orgs_seen.insert((record.organization_id.as_u128(), *key));
         if record.id.as_u128() != *key {
             p.push(format!("API key {} stored under another id", record.id));
         }
@@ -116,6 +118,14 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
     }
     if hash_index != hashes_seen {
         p.push("API key hash index does not match the keys".into());
+    }
+    let mut org_index = HashSet::new();
+    for row in txn.read_table(API_KEYS_BY_ORG)?.iter()? {
+        let (pair, _) = row?;
+        org_index.insert(pair.value());
+    }
+    if org_index != orgs_seen {
+        p.push("API key organization index does not match the keys".into());
     }
 
     let sessions: Vec<([u8; 32], SessionRecord)> =

@@ -5,7 +5,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::tables::{API_KEY_HASHES, API_KEYS};
+use super::tables::{API_KEY_HASHES, API_KEYS, API_KEYS_BY_ORG};
 use super::{ReadTx, StoreError, codec, get_record};
 
 /// sha256 of a key or token. Not secret by itself, but `Debug` still prints only a short tag so
@@ -108,6 +108,8 @@ pub fn insert_key(txn: &WriteTransaction, key: &ApiKeyRecord) -> Result<(), Stor
         return Err(StoreError::Conflict("API key"));
     }
     hashes.insert(&key.key_hash.0, key.id.as_u128())?;
+    txn.open_table(API_KEYS_BY_ORG)?
+        .insert((key.organization_id.as_u128(), key.id.as_u128()), ())?;
     txn.open_table(API_KEYS)?
         .insert(key.id.as_u128(), codec::encode(key)?.as_slice())?;
     Ok(())
@@ -126,6 +128,11 @@ pub fn update_key(txn: &WriteTransaction, key: &ApiKeyRecord) -> Result<(), Stor
         hashes.remove(&old.key_hash.0)?;
         hashes.insert(&key.key_hash.0, key.id.as_u128())?;
     }
+    if old.organization_id != key.organization_id {
+        let mut by_org = txn.open_table(API_KEYS_BY_ORG)?;
+        by_org.remove((old.organization_id.as_u128(), key.id.as_u128()))?;
+        by_org.insert((key.organization_id.as_u128(), key.id.as_u128()), ())?;
+    }
     keys.insert(key.id.as_u128(), codec::encode(key)?.as_slice())?;
     Ok(())
 }
@@ -142,6 +149,8 @@ pub fn delete_key(txn: &WriteTransaction, id: Uuid) -> Result<Option<ApiKeyRecor
     };
     if let Some(old) = &old {
         txn.open_table(API_KEY_HASHES)?.remove(&old.key_hash.0)?;
+        txn.open_table(API_KEYS_BY_ORG)?
+            .remove((old.organization_id.as_u128(), old.id.as_u128()))?;
     }
     Ok(old)
 }
@@ -175,11 +184,20 @@ pub fn list_keys(txn: &impl ReadTx) -> Result<Vec<ApiKeyRecord>, StoreError> {
     Ok(out)
 }
 
+/// An organization's keys, newest first: a range of the organization index, then each record.
 pub fn list_keys_of_org(txn: &impl ReadTx, org: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-    let mut keys: Vec<ApiKeyRecord> = list_keys(txn)?
-        .into_iter()
-        .filter(|k| k.organization_id == org)
-        .collect();
+    let org = org.as_u128();
+    let index = txn.read_table(API_KEYS_BY_ORG)?;
+    let keys_table = txn.read_table(API_KEYS)?;
+    let mut keys = Vec::new();
+    for row in index.range((org, 0)..=(org, u128::MAX))? {
+        let (entry, _) = row?;
+        let (_, id) = entry.value();
+        let key: ApiKeyRecord = get_record(&keys_table, id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("the organization index names a missing key {id}"))
+        })?;
+        keys.push(key);
+    }
     keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
     Ok(keys)
 }

@@ -2,13 +2,13 @@
 //! in its own write transaction that also records the version it reached, so a crash leaves the
 //! database at some whole version. A database newer than this binary is refused.
 
-use redb::{Database, ReadableDatabase, TableHandle, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
 use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -20,6 +20,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_usage_daily_v2,
     add_wallet_replay_v3,
     add_x402_authorizations_v4,
+    index_keys_by_org_v5,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -53,6 +54,26 @@ fn add_wallet_replay_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Version 4: used x402 authorizations.
 fn add_x402_authorizations_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(X402_AUTHORIZATIONS)?;
+    Ok(())
+}
+
+/// Version 5: the organization → keys index, built from the keys already stored. A record that
+/// does not decode is left out (and reported by `eliza-cloud check` as an index mismatch and an
+/// unreadable key) rather than stopping the start.
+fn index_keys_by_org_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let keys = txn.open_table(API_KEYS)?;
+    let mut index = txn.open_table(API_KEYS_BY_ORG)?;
+    for row in keys.iter()? {
+        let (id, value) = row?;
+        match super::codec::decode::<super::keys::ApiKeyRecord>(value.value()) {
+            Ok(key) => {
+                index.insert((key.organization_id.as_u128(), id.value()), ())?;
+            }
+            Err(e) => {
+                tracing::warn!(key = id.value(), error = %e, "unreadable API key not indexed")
+            }
+        }
+    }
     Ok(())
 }
 
@@ -170,5 +191,77 @@ mod tests {
                 Ok::<_, StoreError>(())
             })
             .unwrap();
+    }
+
+    #[test]
+    fn version_5_indexes_the_keys_a_version_4_database_already_holds() {
+        use crate::store::keys::{ApiKeyRecord, KeyHash, KeyType, list_keys_of_org};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(crate::store::DATABASE_FILE);
+        let (org, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let key = |org, n: u8| {
+            ApiKeyRecord::fresh(
+                org,
+                uuid::Uuid::new_v4(),
+                format!("k{n}"),
+                KeyType::Live,
+                format!("ek_live_{n:04}"),
+                KeyHash([n; 32]),
+                i64::from(n),
+            )
+        };
+        let keys = [key(org, 1), key(other, 2), key(org, 3)];
+        {
+            let db = Database::create(&path).unwrap();
+            migrate_to(&db, 4).unwrap();
+            // Written as a version-4 binary did: the record and its hash, no organization index.
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(API_KEYS).unwrap();
+                let mut hashes = txn.open_table(API_KEY_HASHES).unwrap();
+                for k in &keys {
+                    let bytes = crate::store::codec::encode(k).unwrap();
+                    table.insert(k.id.as_u128(), bytes.as_slice()).unwrap();
+                    hashes.insert(&k.key_hash.0, k.id.as_u128()).unwrap();
+                }
+                let mut orgs = txn.open_table(ORGS).unwrap();
+                for id in [org, other] {
+                    let record = OrgRecord {
+                        id,
+                        name: "Old".into(),
+                        slug: id.to_string(),
+                        plan: Plan::Free,
+                        custom_rate_limit: None,
+                        is_active: true,
+                        created_at: 1,
+                        updated_at: 1,
+                    };
+                    let bytes = crate::store::codec::encode(&record).unwrap();
+                    orgs.insert(id.as_u128(), bytes.as_slice()).unwrap();
+                }
+                let mut slugs = txn.open_table(ORG_SLUGS).unwrap();
+                for id in [org, other] {
+                    slugs.insert(id.to_string().as_str(), id.as_u128()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let listed = store.read(|txn| list_keys_of_org(txn, org)).unwrap();
+        let names: Vec<_> = listed.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["k3", "k1"],
+            "newest first, only this organization's"
+        );
+        let report = store.read(crate::store::check::check_store).unwrap();
+        assert!(
+            !report
+                .problems
+                .iter()
+                .any(|p| p.contains("organization index")),
+            "{:?}",
+            report.problems
+        );
     }
 }

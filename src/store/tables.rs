@@ -28,6 +28,11 @@ pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_key
 pub const API_KEY_HASHES: TableDefinition<&[u8; 32], u128> =
     TableDefinition::new("api_key_hashes_v1");
 
+/// (organization id, API key id) → nothing: an organization's keys found by a range scan
+/// instead of a scan of every key. Kept in the transaction of every insert and delete. Schema 5.
+pub const API_KEYS_BY_ORG: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("api_keys_by_org_v1");
+
 /// sha256(session token) → `SessionRecord`.
 pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions_v1");
 

@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use eliza_cloud::store::Store;
-use eliza_cloud::store::tables::BALANCES;
+use eliza_cloud::store::tables::{API_KEYS_BY_ORG, BALANCES};
 
 use crate::support::{TestServer, run_cli};
 
@@ -230,6 +230,34 @@ async fn check_reports_a_broken_ledger_invariant() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("violation: balance of"), "{out}");
     assert!(out.contains("rows sum to 3000000"), "{out}");
+}
+
+#[tokio::test]
+async fn check_reports_a_key_missing_from_the_organization_index() {
+    let mut server = TestServer::start().await;
+    let data = data_arg(&server);
+    server.stop().await;
+    {
+        let store = Store::open(server.data_dir()).unwrap();
+        store
+            .write(|txn| {
+                let mut index = txn.open_table(API_KEYS_BY_ORG)?;
+                let first = redb::ReadableTable::iter(&index)?
+                    .next()
+                    .unwrap()?
+                    .0
+                    .value();
+                index.remove(first)?;
+                Ok::<_, eliza_cloud::store::StoreError>(())
+            })
+            .unwrap();
+    }
+    let (code, out, err) = cli(&data, &["check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("API key organization index does not match the keys"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
