@@ -76,8 +76,9 @@ async fn flush_usage(state: &Arc<AppState>) {
 /// moment they expire; this only reclaims their rows).
 pub const SESSION_PURGE_INTERVAL_MS: i64 = 3_600_000;
 
-/// Deletes the sessions expired at `now`, in one write transaction.
-async fn purge_sessions(state: &Arc<AppState>, now: crate::clock::Timestamp) {
+/// Deletes the sessions expired at `now`, in one write transaction; `false` when that failed
+/// (the next tick tries again).
+async fn purge_sessions(state: &Arc<AppState>, now: crate::clock::Timestamp) -> bool {
     let purged = state
         .store
         .write_blocking(move |txn| {
@@ -85,9 +86,15 @@ async fn purge_sessions(state: &Arc<AppState>, now: crate::clock::Timestamp) {
         })
         .await;
     match purged {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
-        Err(e) => tracing::error!(error = %e, "expired-session purge failed; will retry"),
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(sessions = n, "expired sessions deleted");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "expired-session purge failed; will retry");
+            false
+        }
     }
 }
 
@@ -106,8 +113,7 @@ async fn usage_flusher(state: Arc<AppState>, mut stop: tokio::sync::oneshot::Rec
                 let due = last_purge.is_none_or(|at| {
                     now.millis().saturating_sub(at.millis()) >= SESSION_PURGE_INTERVAL_MS
                 });
-                if due {
-                    purge_sessions(&state, now).await;
+                if due && purge_sessions(&state, now).await {
                     last_purge = Some(now);
                 }
                 flush_usage(&state).await;

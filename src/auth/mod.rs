@@ -224,8 +224,12 @@ pub enum NewWallet {
 pub enum Authenticated {
     /// An account, with what it may do.
     Principal(Principal),
-    /// Valid wallet-signature headers of a wallet with no account (only with [`NewWallet::Defer`]).
-    NewWallet(Wallet),
+    /// Valid wallet-signature headers of a wallet with no account (only with [`NewWallet::Defer`]),
+    /// and the client address's bucket it drew from (for the `X-RateLimit-*` headers).
+    NewWallet {
+        wallet: Wallet,
+        rate: Option<crate::limits::Decision>,
+    },
 }
 
 /// Why a request is not authenticated.
@@ -392,6 +396,7 @@ async fn authenticate_wallet(
             tracing::error!(error = %e, "wallet lookup failed");
             AuthFailure::wallet("store_error")
         })?;
+    let mut address_decision = None;
     if !known {
         let decision = state.limiter.take(
             crate::limits::BucketKey::client(context.client_ip),
@@ -401,6 +406,7 @@ async fn authenticate_wallet(
         if !decision.allowed {
             return Err(AuthError::RateLimited(decision));
         }
+        address_decision = Some(decision);
     }
     let account = state
         .store
@@ -430,7 +436,10 @@ async fn authenticate_wallet(
         .ok_or(replayed)?;
     state.wallet_marks.insert(mark, ());
     let Some(account) = account else {
-        return Ok(Authenticated::NewWallet(verified.address.wallet()));
+        return Ok(Authenticated::NewWallet {
+            wallet: verified.address.wallet(),
+            rate: address_decision,
+        });
     };
     if !account.organization.is_active || !account.user.is_active {
         return Err(AuthFailure::wallet("inactive_account").into());

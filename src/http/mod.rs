@@ -388,7 +388,15 @@ where
     };
     let (principal, new_wallet) = match authenticated {
         Some(Authenticated::Principal(principal)) => (Some(principal), None),
-        Some(Authenticated::NewWallet(wallet)) => (None, Some(wallet)),
+        Some(Authenticated::NewWallet {
+            wallet,
+            rate: drawn,
+        }) => {
+            if drawn.is_some() {
+                *rate = drawn;
+            }
+            (None, Some(wallet))
+        }
         None => (None, None),
     };
     if let Some(principal) = &principal {
@@ -531,15 +539,32 @@ mod tests {
         }
     }
 
+    impl Captured {
+        /// Captures this thread's log for as long as the guard lives.
+        ///
+        /// Every test that reaches the panic callsite installs one: tracing caches a callsite's
+        /// interest globally, and a test without a subscriber registering it while another
+        /// installs its own can leave it cached as "never" (seen once in CI: an empty log).
+        fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+            let captured = Captured::default();
+            let sink = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .finish();
+            let guard = tracing::subscriber::set_default(subscriber);
+            tracing::callsite::rebuild_interest_cache();
+            (captured, guard)
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
     #[tokio::test]
     async fn a_panicking_handler_is_answered_500_and_logged() {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         let handler = async {
             if true {
                 panic!("boom with secret-ish data");
@@ -547,7 +572,7 @@ mod tests {
             Response::new(empty())
         };
         let response = catch_panics(handler, "req_x").await;
-        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logged = captured.text();
         assert!(logged.contains("handler panicked"), "{logged}");
         assert!(logged.contains("req_x"), "{logged}");
         assert!(!logged.contains("secret-ish"), "{logged}");
@@ -575,6 +600,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_anywhere_in_a_request_is_a_500_with_its_request_id() {
+        let (captured, _guard) = Captured::install();
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::ServeConfig::with_data_dir(dir.path().to_path_buf());
         let store = crate::store::Store::open(dir.path()).unwrap();
@@ -594,6 +620,10 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["code"], "INTERNAL_ERROR");
         assert_eq!(json["error"]["requestId"], "req-panic-1");
+        let logged = captured.text();
+        assert!(logged.contains("handler panicked"), "{logged}");
+        assert!(logged.contains("req-panic-1"), "{logged}");
+        assert!(!logged.contains("boom"), "{logged}");
         // The server goes on: the same state serves the next request.
         let ok = Request::get("/healthz")
             .body(http_body_util::Empty::new())

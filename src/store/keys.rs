@@ -150,7 +150,7 @@ pub fn delete_key(txn: &WriteTransaction, id: Uuid) -> Result<Option<ApiKeyRecor
     if let Some(old) = &old {
         txn.open_table(API_KEY_HASHES)?.remove(&old.key_hash.0)?;
         txn.open_table(API_KEYS_BY_ORG)?
-            .remove((old.organization_id.as_u128(), old.id.as_u128()))?;
+            .remove((old.organization_id.as_u128(), id.as_u128()))?;
     }
     Ok(old)
 }

@@ -58,8 +58,8 @@ fn add_x402_authorizations_v4(txn: &WriteTransaction) -> Result<(), StoreError> 
 }
 
 /// Version 5: the organization → keys index, built from the keys already stored. A record that
-/// does not decode is left out (and reported by `eliza-cloud check` as an index mismatch and an
-/// unreadable key) rather than stopping the start.
+/// does not decode is left out (`eliza-cloud check` reports it as unreadable) rather than
+/// stopping the start.
 fn index_keys_by_org_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     let keys = txn.open_table(API_KEYS)?;
     let mut index = txn.open_table(API_KEYS_BY_ORG)?;

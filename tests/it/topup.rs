@@ -536,6 +536,9 @@ async fn a_new_wallet_whose_top_up_fails_keeps_its_sign_up_bonus() {
     paid.push(("x-payment".into(), wrong.v1()));
     let r = topup(&server, "10", &pairs(&paid), "").await;
     assert_refused(&r, "invalid_exact_evm_payload_authorization_value");
+    // Its bucket is the client address's (a new account's), and the answer says so.
+    assert_eq!(r.header("x-ratelimit-limit"), Some("10"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("9"));
     let (balance, signed_in) = balance_of_wallet(&server, &agent).await;
     assert_eq!(signed_in["isNewAccount"], true);
     assert_eq!(balance, "5.000000");
