@@ -99,10 +99,13 @@ async fn purge_sessions(state: &Arc<AppState>, now: crate::clock::Timestamp) -> 
 }
 
 /// Flushes usage counters every interval, and once more when told to stop (after the drain).
-/// The same task deletes expired sessions at start and then every
+/// The same task deletes expired sessions at its first tick and then every
 /// [`SESSION_PURGE_INTERVAL_MS`] of the server's clock, before the flush of that tick.
 async fn usage_flusher(state: Arc<AppState>, mut stop: tokio::sync::oneshot::Receiver<()>) {
-    let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+    // The first tick one period after start, not at once: nothing is pending yet, and a test
+    // that lengthens the period then sees no flush it did not ask for.
+    let period = state.config.usage_flush_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge: Option<crate::clock::Timestamp> = None;
     loop {
