@@ -35,12 +35,13 @@ impl Timestamp {
 
 impl Timestamp {
     /// The fields of the RFC 3339 form: (year, month, day, hour, minute, second, millisecond).
-    fn fields(self) -> (i64, u32, u32, i64, i64, i64, i64) {
+    fn fields(self) -> (i64, u32, u32, u32, u32, u32, u32) {
+        // Euclidean remainders: both are below their divisor and never negative, so the casts
+        // to u32 keep every value.
+        let millis = self.0.rem_euclid(1000) as u32;
         let secs = self.0.div_euclid(1000);
-        let millis = self.0.rem_euclid(1000);
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let (year, month, day) = civil_from_days(days);
+        let rem = secs.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
         (
             year,
             month,
@@ -68,15 +69,13 @@ impl Timestamp {
                 value /= 10;
             }
         };
-        // Each field is in range by construction (hour < 24, millis < 1000, ...).
-        let small = |v: i64| u32::try_from(v).unwrap_or(0);
         put(0, 4, year);
         put(5, 2, month);
         put(8, 2, day);
-        put(11, 2, small(hour));
-        put(14, 2, small(minute));
-        put(17, 2, small(second));
-        put(20, 3, small(millis));
+        put(11, 2, hour);
+        put(14, 2, minute);
+        put(17, 2, second);
+        put(20, 3, millis);
         Some(out)
     }
 }

@@ -98,7 +98,7 @@ pub struct ServeConfig {
     pub max_buckets: u64,
     /// How often the usage counters are flushed (not a flag: SPEC §1 asks for at least every
     /// second; tests lengthen it to see the shutdown flush alone).
-    pub usage_flush_interval: std::time::Duration,
+    pub usage_flush_interval: Duration,
     /// From `ELIZA_CLOUD_BOOTSTRAP_KEY`: registered for the operator on the first start.
     pub bootstrap_key: Option<PlainKey>,
     /// The sign-up bonus for a wallet's first sign-in, micro-dollars; 0 disables.

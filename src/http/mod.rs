@@ -323,7 +323,7 @@ fn check_access(access: Access, holds: &Permissions, method: &Method) -> Result<
         Access::Unrestricted => match holds {
             Permissions::Unrestricted => Ok(()),
             Permissions::Restricted(_) => Err(ApiError::Forbidden {
-                message: "Only a credential without a permission list can manage API keys".into(),
+                message: "This route needs a credential without a permission list".into(),
                 required: Some("unrestricted".into()),
             }),
         },

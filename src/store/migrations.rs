@@ -127,7 +127,6 @@ const BOOTSTRAPPED_KEY: &str = "bootstrapped";
 
 /// Whether the first start's operator account was created already.
 pub fn is_bootstrapped(txn: &WriteTransaction) -> Result<bool, StoreError> {
-    use redb::ReadableTable;
     Ok(txn.open_table(META)?.get(BOOTSTRAPPED_KEY)?.is_some())
 }
 
