@@ -21,8 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
 use eliza_cloud::bootstrap::BootstrapOutcome;
-use eliza_cloud::clock::SystemClock;
 use eliza_cloud::config::ServeConfig;
+use eliza_cloud::time::SystemClock;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -15,10 +15,10 @@ use http::Method;
 use eliza_cloud::auth::api_key::{classify_presented_key, generate_key, hash_secret, parse_key};
 use eliza_cloud::auth::header::parse_bearer;
 use eliza_cloud::auth::wallet::{SignedRequest, payload_sha256, signed_text};
-use eliza_cloud::http::route::parse_route;
 use eliza_cloud::store::Store;
 use eliza_cloud::store::codec::{decode, encode};
 use eliza_cloud::store::keys::{ApiKeyRecord, KeyType, find_key_by_hash, insert_key};
+use eliza_cloud::web::route::parse_route;
 
 fn keys(c: &mut Criterion) {
     let key = generate_key(KeyType::Live);
@@ -94,9 +94,9 @@ fn keys(c: &mut Criterion) {
 /// miss (hash lookup in redb on the blocking pool, then cached).
 fn key_verification(c: &mut Criterion) {
     use eliza_cloud::bootstrap::{BootstrapOutcome, ensure_operator};
-    use eliza_cloud::clock::{Clock, SystemClock};
     use eliza_cloud::config::ServeConfig;
     use eliza_cloud::state::AppState;
+    use eliza_cloud::time::{Clock, SystemClock};
     use std::sync::Arc;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -230,7 +230,7 @@ fn sign_in(c: &mut Criterion) {
     rsv.push(27 + recovery.to_byte());
     let hex: String = rsv.iter().map(|b| format!("{b:02x}")).collect();
     let signature_hex = format!("0x{hex}");
-    let now = eliza_cloud::clock::parse_rfc3339("2026-01-01T00:01:00Z").unwrap();
+    let now = eliza_cloud::time::parse_rfc3339("2026-01-01T00:01:00Z").unwrap();
     let expected = Expected {
         domain: "localhost:3000",
         https: false,

@@ -5,12 +5,12 @@
 use uuid::Uuid;
 
 use crate::auth::api_key::{PlainKey, generate_key};
-use crate::clock::Timestamp;
 use crate::store::keys::{ApiKeyRecord, KeyType, insert_key};
 use crate::store::migrations::{is_bootstrapped, mark_bootstrapped};
 use crate::store::orgs::{OrgRecord, Plan, insert_org};
 use crate::store::users::{Role, UserRecord, insert_user};
 use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
 
 pub const OPERATOR_ORG_NAME: &str = "Operator";
 pub const OPERATOR_ORG_SLUG: &str = "operator";

@@ -7,7 +7,7 @@ use http::Method;
 
 use crate::auth::api_key::{classify_presented_key, parse_key};
 use crate::auth::header::{parse_api_key_header, parse_bearer};
-use crate::http::route::{Route, parse_route};
+use crate::web::route::{Route, parse_route};
 
 /// `METHOD SP PATH` (or a bare path, as GET): routing never panics, is deterministic, and a 405
 /// never allows the method it refused.
@@ -29,7 +29,7 @@ pub fn route_parser(data: &[u8]) {
         parse_route(&method, &path),
         "routing must be deterministic"
     );
-    let _ = (route.name(), route.access());
+    let _ = (route.name(), route.needs());
     if let Route::MethodNotAllowed { allow } = route {
         assert!(
             !allow.split(", ").any(|m| m == method.as_str()),
@@ -80,7 +80,7 @@ pub fn stored_records(data: &[u8]) {
 
 /// Query strings: parsing never panics, and what parses survives re-encoding every byte.
 pub fn query_string(data: &[u8]) {
-    use crate::http::query::parse_query;
+    use crate::web::query::parse_query;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -107,7 +107,7 @@ pub fn query_string(data: &[u8]) {
 /// RFC 3339 date-times: parsing never panics, and a parsed instant prints to a form that parses
 /// back to the same instant.
 pub fn timestamps(data: &[u8]) {
-    use crate::clock::parse_rfc3339;
+    use crate::time::parse_rfc3339;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -145,7 +145,7 @@ pub fn wallet_headers(data: &[u8]) {
     use crate::auth::wallet::{
         SignedRequest, canonical_query, parse_headers, payload_sha256, signed_text, verify,
     };
-    use crate::clock::Timestamp;
+    use crate::time::Timestamp;
     let mut parts = data.splitn(7, |&b| b == b'\n');
     let mut next = || parts.next();
     let (address, timestamp, signature) = (next(), next(), next());

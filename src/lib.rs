@@ -6,12 +6,10 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod crypto;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
-pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -20,7 +18,9 @@ pub mod offline;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod time;
 pub mod usage;
+pub mod web;
 pub mod x402;
 
 use std::process::ExitCode;
@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use bootstrap::BootstrapOutcome;
 use cli::{Cli, Command, ServeArgs};
-use clock::SystemClock;
 use config::ServeConfig;
+use time::SystemClock;
 
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::clock::Timestamp;
+use crate::time::Timestamp;
 
 /// Units in one token: one minute in milliseconds.
 pub const UNITS_PER_TOKEN: i64 = 60_000;

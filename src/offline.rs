@@ -10,7 +10,6 @@ use uuid::Uuid;
 use crate::auth::api_key::generate_key;
 use crate::bootstrap::OPERATOR_ORG_SLUG;
 use crate::cli::*;
-use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::offline_data_dir;
 use crate::money::{format_dollars, parse_dollars};
 use crate::store::keys::{
@@ -22,6 +21,7 @@ use crate::store::ledger::{
 use crate::store::orgs::{OrgRecord, Plan, find_org, list_orgs, update_org};
 use crate::store::users::{list_users_of_org, owner_of_org};
 use crate::store::{DATABASE_FILE, ReadTx, Store, StoreError, check, migrations};
+use crate::time::{Clock, SystemClock, Timestamp};
 
 /// Exit codes: 1 for a failure or a check violation, 2 when a server holds the database.
 #[derive(Debug)]

@@ -19,11 +19,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::bootstrap::{self, BootstrapOutcome};
-use crate::clock::Clock;
 use crate::config::ServeConfig;
-use crate::http::serve_request;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
+use crate::time::Clock;
+use crate::web::serve_request;
 
 #[derive(Debug)]
 pub enum StartError {
@@ -78,7 +78,7 @@ pub const SESSION_PURGE_INTERVAL_MS: i64 = 3_600_000;
 
 /// Deletes the sessions expired at `now`, in one write transaction; `false` when that failed
 /// (the next tick tries again).
-async fn purge_sessions(state: &Arc<AppState>, now: crate::clock::Timestamp) -> bool {
+async fn purge_sessions(state: &Arc<AppState>, now: crate::time::Timestamp) -> bool {
     let purged = state
         .store
         .write_blocking(move |txn| {
@@ -107,7 +107,7 @@ async fn usage_flusher(state: Arc<AppState>, mut stop: tokio::sync::oneshot::Rec
     let period = state.config.usage_flush_interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_purge: Option<crate::clock::Timestamp> = None;
+    let mut last_purge: Option<crate::time::Timestamp> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,

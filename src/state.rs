@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use crate::auth::key_cache::KeyCache;
 use crate::auth::nonce::NonceStore;
-use crate::clock::{Clock, Timestamp};
 use crate::config::ServeConfig;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::time::{Clock, Timestamp};
 use crate::usage::UsageRecorder;
 
 /// Most keys kept in the lookup cache.

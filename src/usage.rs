@@ -7,10 +7,10 @@ use std::sync::Mutex;
 
 use uuid::Uuid;
 
-use crate::clock::Timestamp;
 use crate::store::keys::{get_key, update_key};
 use crate::store::usage::add_org_requests;
 use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
 
 /// Days since the Unix epoch (UTC) of an instant: the key of the daily counters.
 pub fn day_of(now: Timestamp) -> i64 {

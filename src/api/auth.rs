@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{KeySummaryView, OrgView, UserView, key_summary_view, org_view, user_view};
 use crate::auth::Principal;
-use crate::http::body::{Body, json_body};
+use crate::web::body::{Body, json_body};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

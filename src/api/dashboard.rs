@@ -5,10 +5,6 @@ use serde_json::{Value, json};
 
 use super::{time, user_view};
 use crate::auth::Principal;
-use crate::clock::{civil_from_days, days_from_civil};
-use crate::http::body::{Body, json_body};
-use crate::http::error::ApiError;
-use crate::http::query::{first, parse_query};
 use crate::limits::Decision;
 use crate::money::format_dollars;
 use crate::state::AppState;
@@ -16,7 +12,11 @@ use crate::store::StoreError;
 use crate::store::keys::list_keys_of_org;
 use crate::store::ledger::{LedgerEntry, balance_of, list_entries};
 use crate::store::usage::org_requests_between;
+use crate::time::civil::{civil_from_days, days_from_civil};
 use crate::usage::day_of;
+use crate::web::body::{Body, json_body};
+use crate::web::error::ApiError;
+use crate::web::query::Paging;
 
 pub async fn dashboard(
     state: &AppState,
@@ -88,52 +88,12 @@ fn transaction_view(entry: &LedgerEntry) -> Value {
 const DEFAULT_PAGE_SIZE: u64 = 20;
 const MAX_PAGE_SIZE: u64 = 100;
 
-fn number_param(
-    pairs: &[(String, String)],
-    name: &str,
-    default: u64,
-    max: u64,
-    details: &mut serde_json::Map<String, Value>,
-) -> u64 {
-    match first(pairs, name) {
-        None => default,
-        Some(text) => match text.parse::<u64>().ok().filter(|n| (1..=max).contains(n)) {
-            Some(n) => n,
-            None => {
-                details.insert(
-                    name.into(),
-                    Value::String(format!("must be a whole number from 1 to {max}")),
-                );
-                default
-            }
-        },
-    }
-}
-
 pub async fn credits(
     state: &AppState,
     principal: &Principal,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let pairs = parse_query(query.unwrap_or("")).map_err(|_| ApiError::Validation {
-        message: "Malformed query string".into(),
-        details: json!({ "query": "bad percent-encoding" }),
-    })?;
-    let mut details = serde_json::Map::new();
-    let page = number_param(&pairs, "page", 1, 1_000_000, &mut details);
-    let limit = number_param(
-        &pairs,
-        "limit",
-        DEFAULT_PAGE_SIZE,
-        MAX_PAGE_SIZE,
-        &mut details,
-    );
-    if !details.is_empty() {
-        return Err(ApiError::Validation {
-            message: "Invalid query parameters".into(),
-            details: Value::Object(details),
-        });
-    }
+    let Paging { page, limit } = Paging::from_query(query, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let org = principal.organization().id;
     let (balance, (entries, total)) = state
         .store

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::auth::permissions::normalise;
-use crate::clock::{Timestamp, parse_rfc3339};
-use crate::http::body::parse_json;
-use crate::http::error::ApiError;
+use crate::time::{Timestamp, parse_rfc3339};
+use crate::web::body::parse_json;
+use crate::web::error::ApiError;
 
 pub struct Fields {
     object: Map<String, Value>,

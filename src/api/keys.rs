@@ -1,7 +1,9 @@
 //! `/api/v1/api-keys`: list, create, update, delete and regenerate an organization's keys. Only
-//! an unrestricted credential reaches these handlers (the route's access); the no-escalation rule
-//! is still checked here against the requester's own access. A key of another organization, or
-//! an app's key, is invisible (404). The key cache is invalidated after every commit.
+//! an unrestricted organization credential reaches these handlers (the routes' declarations); the
+//! no-escalation rule is still checked here against the requester's own grant. A key of another
+//! organization is invisible (404, by `web::may_act`); an app's key is managed through its app.
+//! The key cache is invalidated by an on-commit hook inside the write, so the change takes effect
+//! on the next request even if the client hung up before the answer.
 
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -11,12 +13,15 @@ use super::input::Fields;
 use super::time;
 use crate::auth::Principal;
 use crate::auth::api_key::{PlainKey, generate_key};
-use crate::auth::permissions::Access;
-use crate::http::body::{Body, json_body};
-use crate::http::error::ApiError;
+use crate::auth::permissions::Grant;
+use crate::auth::scope::Owner;
 use crate::state::AppState;
 use crate::store::keys::list_keys_of_org;
 use crate::store::keys::{ApiKeyRecord, KeyType, delete_key, get_key, insert_key, update_key};
+use crate::web::body::{Body, json_body};
+use crate::web::error::ApiError;
+use crate::web::may_act;
+use crate::web::query::Paging;
 
 /// The public view of a key: never a hash or a plaintext. Counters include what is not flushed.
 pub fn key_view(state: &AppState, key: &ApiKeyRecord) -> Value {
@@ -39,6 +44,7 @@ pub fn key_view(state: &AppState, key: &ApiKeyRecord) -> Value {
         "last_used_at": last_used.map(time),
         "created_at": time(key.created_at),
         "expires_at": key.expires_at.map(time),
+        "app_id": key.app_id,
     })
 }
 
@@ -51,8 +57,8 @@ fn forbidden(message: &str, required: Option<String>) -> ApiError {
 
 /// The no-escalation rule for a requested permission list.
 fn check_escalation(principal: &Principal, permissions: &[String]) -> Result<(), ApiError> {
-    let requested = Access::from_stored(permissions);
-    if principal.access.covers(requested) {
+    let requested = Grant::from_stored(permissions);
+    if principal.grant.covers(requested) {
         Ok(())
     } else {
         Err(forbidden(
@@ -70,18 +76,38 @@ fn requester_key_type(principal: &Principal) -> Option<KeyType> {
     principal.api_key().map(|k| k.key_type)
 }
 
-pub async fn list(state: &AppState, principal: &Principal) -> Result<Response<Body>, ApiError> {
+/// Default and largest page of `GET /api/v1/api-keys` (SPEC §4).
+const DEFAULT_PAGE_SIZE: u64 = 50;
+const MAX_PAGE_SIZE: u64 = 100;
+
+/// `GET /api/v1/api-keys?page&limit`: the organization's keys, newest first, app keys with
+/// their `app_id`.
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let paging = Paging::from_query(query, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let org = principal.organization().id;
     let keys = state
         .store
         .read_blocking(move |txn| list_keys_of_org(txn, org))
         .await?;
-    let keys: Vec<Value> = keys
+    let shown: Vec<Value> = keys
+        .get(paging.slice(&keys))
+        .unwrap_or_default()
         .iter()
-        .filter(|k| k.app_id.is_none())
         .map(|k| key_view(state, k))
         .collect();
-    Ok(json_body(StatusCode::OK, &json!({ "keys": keys })))
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({
+            "keys": shown,
+            "page": paging.page,
+            "limit": paging.limit,
+            "total": keys.len(),
+        }),
+    ))
 }
 
 pub async fn create(
@@ -150,18 +176,20 @@ fn created_answer(
     )
 }
 
-/// Loads a key the caller may manage, inside the caller's transaction: one of the caller's
-/// organization (else 404), and a live key only when the caller is not a test key (else 403), so
-/// a test credential can neither obtain a live secret by regenerating nor switch a live key on.
+/// Loads a key the caller may manage, inside the caller's transaction: one its scope reaches
+/// (else 404 or 403), not an app's key (managed through its app: 404 here), and a live key only
+/// when the caller is not a test key (else 403), so a test credential can neither obtain a live
+/// secret by regenerating nor switch a live key on.
 fn own_key(
     txn: &impl crate::store::ReadTx,
     id: Uuid,
-    organization: Uuid,
-    requester: Option<KeyType>,
+    principal: &Principal,
 ) -> Result<ApiKeyRecord, ApiError> {
     let key = get_key(txn, id)?
-        .filter(|k| k.organization_id == organization && k.app_id.is_none())
+        .filter(|k| k.app_id.is_none())
         .ok_or(ApiError::NotFound)?;
+    may_act(principal, Owner::organization(key.organization_id))?;
+    let requester = requester_key_type(principal);
     if key.key_type == KeyType::Live && requester == Some(KeyType::Test) {
         return Err(forbidden(
             "A test key can only manage test keys",
@@ -195,12 +223,12 @@ pub async fn update(
     if let Some(list) = &permissions {
         check_escalation(principal, list)?;
     }
-    let org = principal.organization().id;
-    let requester = requester_key_type(principal);
-    let (before, after) = state
+    let requester = principal.clone();
+    let cache = state.key_cache.clone();
+    let after = state
         .store
-        .write_blocking(move |txn| {
-            let before = own_key(txn, id, org, requester)?;
+        .write_blocking_hooked(move |txn, on_commit| {
+            let before = own_key(txn, id, &requester)?;
             let mut key = before.clone();
             if let Some(name) = name {
                 key.name = name;
@@ -222,10 +250,11 @@ pub async fn update(
             }
             key.updated_at = now.millis();
             update_key(txn, &key)?;
-            Ok::<_, ApiError>((before, key))
+            let hash = before.key_hash;
+            on_commit.push(move || cache.invalidate(&hash));
+            Ok::<_, ApiError>(key)
         })
         .await?;
-    state.key_cache.invalidate(&before.key_hash);
     Ok(json_body(
         StatusCode::OK,
         &json!({ "apiKey": key_view(state, &after) }),
@@ -237,18 +266,18 @@ pub async fn delete(
     principal: &Principal,
     id: Uuid,
 ) -> Result<Response<Body>, ApiError> {
-    let org = principal.organization().id;
-    let requester = requester_key_type(principal);
-    let removed = state
+    let requester = principal.clone();
+    let cache = state.key_cache.clone();
+    state
         .store
-        .write_blocking(move |txn| {
-            own_key(txn, id, org, requester)?;
-            Ok::<_, ApiError>(delete_key(txn, id)?)
+        .write_blocking_hooked(move |txn, on_commit| {
+            own_key(txn, id, &requester)?;
+            if let Some(removed) = delete_key(txn, id)? {
+                on_commit.push(move || cache.invalidate(&removed.key_hash));
+            }
+            Ok::<_, ApiError>(())
         })
         .await?;
-    if let Some(removed) = removed {
-        state.key_cache.invalidate(&removed.key_hash);
-    }
     Ok(json_body(StatusCode::OK, &json!({ "success": true })))
 }
 
@@ -258,21 +287,21 @@ pub async fn regenerate(
     id: Uuid,
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now();
-    let org = principal.organization().id;
-    let requester = requester_key_type(principal);
-    let (old_hash, record, plain) = state
+    let requester = principal.clone();
+    let cache = state.key_cache.clone();
+    let (record, plain) = state
         .store
-        .write_blocking(move |txn| {
-            let mut key = own_key(txn, id, org, requester)?;
+        .write_blocking_hooked(move |txn, on_commit| {
+            let mut key = own_key(txn, id, &requester)?;
             let old_hash = key.key_hash;
             let plain = generate_key(key.key_type);
             key.key_hash = plain.hash();
             key.key_prefix = plain.display_prefix();
             key.updated_at = now.millis();
             update_key(txn, &key)?;
-            Ok::<_, ApiError>((old_hash, key, plain))
+            on_commit.push(move || cache.invalidate(&old_hash));
+            Ok::<_, ApiError>((key, plain))
         })
         .await?;
-    state.key_cache.invalidate(&old_hash);
     Ok(created_answer(state, StatusCode::OK, &record, &plain))
 }

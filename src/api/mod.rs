@@ -13,10 +13,10 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::clock::Timestamp;
 use crate::store::keys::ApiKeyRecord;
 use crate::store::orgs::OrgRecord;
 use crate::store::users::UserRecord;
+use crate::time::Timestamp;
 
 pub fn time(millis: i64) -> Value {
     Value::String(Timestamp(millis).to_rfc3339())

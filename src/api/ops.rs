@@ -4,9 +4,9 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
-use crate::http::body::{Body, full, json_body};
-use crate::http::error::ApiError;
 use crate::state::AppState;
+use crate::web::body::{Body, full, json_body};
+use crate::web::error::ApiError;
 
 pub fn healthz() -> Response<Body> {
     json_body(StatusCode::OK, &json!({ "status": "ok" }))

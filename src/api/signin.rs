@@ -18,17 +18,17 @@ use crate::auth::session::{
 use crate::auth::siwe::{Expected, SiweMessage, parse_evm_chain_id, verify_signed};
 use crate::auth::siws::{CHAIN_IDS, SiwsMessage};
 use crate::crypto::solana::{parse_ed25519_signature, verify_ed25519_strict};
-use crate::http::body::{Body, json_body, parse_json};
-use crate::http::error::ApiError;
-use crate::http::query::{first, parse_query};
 use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::accounts::{Bonus, Wallet, find_or_create_wallet_account};
 use crate::store::keys::{
-    ApiKeyRecord, KeyHash, KeyType, insert_key, list_keys_of_org, update_key,
+    ApiKeyRecord, KeyHash, KeyType, delete_key, insert_key, list_keys_of_org,
 };
 use crate::store::sessions::{SessionRecord, delete_session, insert_session};
+use crate::web::body::{Body, json_body, parse_json};
+use crate::web::error::ApiError;
+use crate::web::query::{first, parse_query};
 
 /// The statement the nonce routes suggest.
 pub const STATEMENT: &str = "Sign in to Eliza Cloud";
@@ -231,27 +231,29 @@ async fn complete_sign_in(
     let token_hash = hash_secret(token.expose());
     let bonus = Bonus::Grant(state.config.initial_free_credits_micros);
     let (prefix, key_hash) = (plain.display_prefix(), plain.hash());
-    let (account, retired) = state
+    let cache = state.key_cache.clone();
+    let account = state
         .store
-        .write_blocking(move |txn| {
+        .write_blocking_hooked(move |txn, on_commit| {
             let account = find_or_create_wallet_account(txn, &wallet, bonus, now)?;
             // A switched-off account signs in to nothing: the transaction rolls back.
             if !account.organization.is_active || !account.user.is_active {
                 return Err(SignInError::Inactive);
             }
+            // The user's earlier sign-in keys are deleted, not switched off (SPEC §5.1), so an
+            // agent that signs in on every start does not grow its key list.
             let mut retired: Vec<KeyHash> = Vec::new();
-            for mut key in list_keys_of_org(txn, account.organization.id)? {
-                if key.user_id == account.user.id
-                    && key.name == key_name
-                    && key.is_active
-                    && key.app_id.is_none()
-                {
-                    key.is_active = false;
-                    key.updated_at = now;
-                    update_key(txn, &key)?;
+            for key in list_keys_of_org(txn, account.organization.id)? {
+                if key.user_id == account.user.id && key.name == key_name && key.app_id.is_none() {
+                    delete_key(txn, key.id)?;
                     retired.push(key.key_hash);
                 }
             }
+            on_commit.push(move || {
+                for hash in &retired {
+                    cache.invalidate(hash);
+                }
+            });
             let record = ApiKeyRecord::fresh(
                 account.organization.id,
                 account.user.id,
@@ -272,7 +274,7 @@ async fn complete_sign_in(
                     expires_at: now + SESSION_MAX_AGE_SECS * 1000,
                 },
             )?;
-            Ok::<_, SignInError>((account, retired))
+            Ok::<_, SignInError>(account)
         })
         .await
         .map_err(|e| match e {
@@ -285,9 +287,6 @@ async fn complete_sign_in(
             }
             SignInError::Store(e) => ApiError::from(e),
         })?;
-    for hash in &retired {
-        state.key_cache.invalidate(hash);
-    }
     let mut response = json_body(
         StatusCode::OK,
         &json!({

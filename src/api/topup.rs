@@ -12,14 +12,15 @@ use serde_json::{Value, json};
 use crate::auth::Principal;
 use crate::auth::wallet::WalletAddress;
 use crate::crypto::to_hex;
-use crate::http::body::{Body, json_body};
-use crate::http::error::ApiError;
 use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::accounts::{Bonus, Wallet, find_or_create_wallet_account};
 use crate::store::keys::KeyType;
 use crate::store::payments::{Recorded, authorization_used, record_payment};
+use crate::web::Call;
+use crate::web::body::{Body, json_body};
+use crate::web::error::ApiError;
 use crate::x402::facilitator::Facilitator;
 use crate::x402::payload::{DecodeError, PaymentPayload};
 use crate::x402::required::{
@@ -121,18 +122,19 @@ fn payment_header(headers: &HeaderMap) -> Option<&[u8]> {
         .map(HeaderValue::as_bytes)
 }
 
-/// `POST /api/v1/topup/{amount}`. `new_wallet` is a wallet whose signature headers were valid
-/// but which has no account yet: it is made (without a bonus) in the crediting transaction.
-#[allow(clippy::too_many_arguments)]
+/// `POST /api/v1/topup/{amount}`. The call's `new_wallet` is a wallet whose signature headers
+/// were valid but which has no account yet: it is made (without a bonus) in the crediting
+/// transaction.
 pub async fn topup(
     state: &AppState,
-    principal: Option<&Principal>,
-    new_wallet: Option<Wallet>,
+    call: &Call,
     amount_micros: Option<i64>,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    let principal = call.principal.as_ref();
+    let new_wallet = call.new_wallet.clone();
+    let path = call.parts.uri.path();
+    let headers = &call.parts.headers;
+    let body = &call.body[..];
     let x402 = &state.config.x402;
     let Some(pay_to) = x402.pay_to else {
         return Err(ApiError::ServiceUnavailable(

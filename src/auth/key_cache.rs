@@ -5,6 +5,12 @@
 //! A lookup that read the database before an invalidation must not put its stale answer back
 //! afterwards: inserts carry the epoch they started in and are dropped if an invalidation came
 //! between (the check and the insert happen under the same lock as the invalidation).
+//!
+//! Invalidations run as on-commit hooks of the write that changed the key
+//! ([`crate::store::Store::write_blocking_hooked`]), inside the blocking task, so a request that
+//! is dropped after its commit still invalidates. A poisoned lock never skips one. Entries also
+//! expire [`KEY_CACHE_TTL`] after they were read, whether used or not: a backstop, never the
+//! mechanism.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,9 +28,14 @@ pub struct Identity {
     pub user: UserRecord,
 }
 
+/// How long a cached lookup may be served before it is read again (a backstop only).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Cheap to clone: clones share one cache.
+#[derive(Clone)]
 pub struct KeyCache {
     entries: moka::sync::Cache<KeyHash, Arc<Identity>>,
-    epoch: Mutex<u64>,
+    epoch: Arc<Mutex<u64>>,
 }
 
 impl KeyCache {
@@ -32,9 +43,9 @@ impl KeyCache {
         KeyCache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .time_to_idle(Duration::from_secs(600))
+                .time_to_live(KEY_CACHE_TTL)
                 .build(),
-            epoch: Mutex::new(0),
+            epoch: Arc::new(Mutex::new(0)),
         }
     }
 
@@ -42,33 +53,36 @@ impl KeyCache {
         self.entries.get(hash)
     }
 
+    /// The epoch lock; a panic elsewhere while holding it does not stop invalidations (the
+    /// counter is a plain integer, valid whatever was interrupted).
+    fn lock_epoch(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The epoch to pass to [`KeyCache::insert_if_current`]; read it before the database.
     pub fn epoch(&self) -> u64 {
-        self.epoch.lock().map(|e| *e).unwrap_or(u64::MAX)
+        *self.lock_epoch()
     }
 
     pub fn insert_if_current(&self, hash: KeyHash, identity: Arc<Identity>, epoch: u64) {
-        if let Ok(current) = self.epoch.lock()
-            && *current == epoch
-        {
+        let current = self.lock_epoch();
+        if *current == epoch {
             self.entries.insert(hash, identity);
         }
     }
 
-    /// Forgets one key. Call after the commit that changed it.
+    /// Forgets one key. Call after the commit that changed it (an on-commit hook).
     pub fn invalidate(&self, hash: &KeyHash) {
-        if let Ok(mut epoch) = self.epoch.lock() {
-            *epoch += 1;
-            self.entries.invalidate(hash);
-        }
+        let mut epoch = self.lock_epoch();
+        *epoch = epoch.wrapping_add(1);
+        self.entries.invalidate(hash);
     }
 
     /// Forgets every key (an organization or a user changed). Call after the commit.
     pub fn invalidate_all(&self) {
-        if let Ok(mut epoch) = self.epoch.lock() {
-            *epoch += 1;
-            self.entries.invalidate_all();
-        }
+        let mut epoch = self.lock_epoch();
+        *epoch = epoch.wrapping_add(1);
+        self.entries.invalidate_all();
     }
 
     pub fn entry_count(&self) -> u64 {
@@ -135,6 +149,22 @@ mod tests {
         cache.insert_if_current(hash, identity(), now);
         assert!(cache.get(&hash).is_some());
         cache.invalidate_all();
+        assert!(cache.get(&hash).is_none());
+    }
+
+    #[test]
+    fn a_poisoned_lock_still_invalidates() {
+        let cache = KeyCache::new(100);
+        let hash = KeyHash([1; 32]);
+        cache.insert_if_current(hash, identity(), cache.epoch());
+        let poisoner = cache.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.epoch.lock().unwrap();
+            panic!("poison the epoch lock");
+        })
+        .join();
+        assert!(cache.epoch.is_poisoned());
+        cache.invalidate(&hash);
         assert!(cache.get(&hash).is_none());
     }
 }

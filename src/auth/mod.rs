@@ -9,6 +9,7 @@ pub mod key_cache;
 pub mod nonce;
 pub mod permissions;
 pub mod rfc3986;
+pub mod scope;
 pub mod session;
 pub mod siwe;
 pub mod siws;
@@ -26,7 +27,7 @@ use crate::store::orgs::{OrgRecord, get_org};
 use crate::store::replay::record_mark;
 use crate::store::users::{UserRecord, find_user_by_wallet, get_user};
 use key_cache::Identity;
-use permissions::Access;
+use permissions::Grant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -50,7 +51,7 @@ impl AuthMethod {
 pub struct Principal {
     pub method: AuthMethod,
     /// What this credential may do (an unrestricted key, a session or a wallet: everything).
-    pub access: Access,
+    pub grant: Grant,
     identity: Arc<Identity>,
 }
 
@@ -65,6 +66,37 @@ impl Principal {
 
     pub fn api_key(&self) -> Option<&ApiKeyRecord> {
         self.identity.key.as_ref()
+    }
+
+    /// The credential's scope: its organization, or one app of it for an app's key.
+    pub fn scope(&self) -> scope::Scope {
+        let organization = self.identity.organization.id;
+        match self.api_key().and_then(|k| k.app_id) {
+            Some(app) => scope::Scope::App { organization, app },
+            None => scope::Scope::Organization(organization),
+        }
+    }
+
+    /// The bucket this principal draws from and its limit (SPEC §8): a key's own `rateLimit`,
+    /// else its organization's plan; credentials without a key use one bucket per user.
+    pub fn bucket(&self) -> (crate::limits::BucketKey, u32) {
+        bucket_of(self.api_key(), self.user(), self.organization())
+    }
+}
+
+/// See [`Principal::bucket`].
+pub fn bucket_of(
+    key: Option<&ApiKeyRecord>,
+    user: &UserRecord,
+    organization: &OrgRecord,
+) -> (crate::limits::BucketKey, u32) {
+    let plan = crate::limits::plan_limit(organization);
+    match key {
+        Some(key) => (
+            crate::limits::BucketKey::ApiKey(key.id),
+            key.rate_limit.unwrap_or(plan),
+        ),
+        None => (crate::limits::BucketKey::User(user.id), plan),
     }
 }
 
@@ -222,8 +254,9 @@ pub enum NewWallet {
 /// Who a credential proved to be.
 #[derive(Debug, Clone)]
 pub enum Authenticated {
-    /// An account, with what it may do.
-    Principal(Principal),
+    /// An account, with what it may do, and the decision of its bucket when authentication
+    /// took the token already (wallet signatures do, before their durable replay mark).
+    Principal(Principal, Option<crate::limits::Decision>),
     /// Valid wallet-signature headers of a wallet with no account (only with [`NewWallet::Defer`]),
     /// and the client address's bucket it drew from (for the `X-RateLimit-*` headers).
     NewWallet {
@@ -261,7 +294,7 @@ pub async fn authenticate(
         Some(Presented::Session(token)) => authenticate_session(state, token).await?,
         None => return Ok(None),
     };
-    Ok(Some(Authenticated::Principal(principal)))
+    Ok(Some(Authenticated::Principal(principal, None)))
 }
 
 /// Looks a key up by hash: from the cache, else from the store (then cached).
@@ -322,7 +355,7 @@ async fn authenticate_api_key(state: &AppState, token: &str) -> Result<Principal
     }
     Ok(Principal {
         method: AuthMethod::ApiKey,
-        access: Access::from_stored(&key.permissions),
+        grant: Grant::from_stored(&key.permissions),
         identity,
     })
 }
@@ -352,7 +385,7 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
     }
     Ok(Principal {
         method: AuthMethod::Session,
-        access: Access::Unrestricted,
+        grant: Grant::Unrestricted,
         identity: Arc::new(Identity {
             key: None,
             organization,
@@ -385,28 +418,34 @@ async fn authenticate_wallet(
     let mark = verified.mark;
     let account_wallet = verified.address.wallet();
     let new_wallet = context.new_wallet;
-    // Making an account is limited per client address, like a sign-in (SPEC §8): a script
-    // cannot mint accounts (and bonuses) with fresh keys faster than it could sign in.
+    // Before any durable write (SPEC §8, §6): a known wallet draws a token from its user's
+    // bucket, so a flood of fresh signatures from one wallet is refused without an fsync; a
+    // wallet without an account draws from the client address's bucket, like a sign-in, so a
+    // script cannot mint accounts (and bonuses) with fresh keys faster than it could sign in.
     let lookup = account_wallet.key().to_string();
     let known = state
         .store
-        .read_blocking(move |txn| find_user_by_wallet(txn, &lookup).map(|u| u.is_some()))
+        .read_blocking(move |txn| {
+            let Some(user) = find_user_by_wallet(txn, &lookup)? else {
+                return Ok::<_, StoreError>(None);
+            };
+            Ok(get_org(txn, user.organization_id)?.map(|org| (user, org)))
+        })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "wallet lookup failed");
             AuthFailure::wallet("store_error")
         })?;
-    let mut address_decision = None;
-    if !known {
-        let decision = state.limiter.take(
+    let (bucket, limit) = match &known {
+        Some((user, org)) => bucket_of(None, user, org),
+        None => (
             crate::limits::BucketKey::client(context.client_ip),
             crate::limits::PER_IP_LIMIT,
-            now,
-        );
-        if !decision.allowed {
-            return Err(AuthError::RateLimited(decision));
-        }
-        address_decision = Some(decision);
+        ),
+    };
+    let decision = state.limiter.take(bucket, limit, now);
+    if !decision.allowed {
+        return Err(AuthError::RateLimited(decision));
     }
     let account = state
         .store
@@ -438,21 +477,27 @@ async fn authenticate_wallet(
     let Some(account) = account else {
         return Ok(Authenticated::NewWallet {
             wallet: verified.address.wallet(),
-            rate: address_decision,
+            rate: Some(decision),
         });
     };
     if !account.organization.is_active || !account.user.is_active {
         return Err(AuthFailure::wallet("inactive_account").into());
     }
-    Ok(Authenticated::Principal(Principal {
-        method: AuthMethod::WalletSignature,
-        access: Access::Unrestricted,
-        identity: Arc::new(Identity {
-            key: None,
-            organization: account.organization,
-            user: account.user,
-        }),
-    }))
+    // A wallet whose account was made just now drew from the client address's bucket; its
+    // user's bucket is taken by the pipeline as for any credential.
+    let drawn = known.is_some().then_some(decision);
+    Ok(Authenticated::Principal(
+        Principal {
+            method: AuthMethod::WalletSignature,
+            grant: Grant::Unrestricted,
+            identity: Arc::new(Identity {
+                key: None,
+                organization: account.organization,
+                user: account.user,
+            }),
+        },
+        drawn,
+    ))
 }
 
 #[cfg(test)]

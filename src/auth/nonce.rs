@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::clock::Timestamp;
+use crate::time::Timestamp;
 
 /// How long a nonce may be used, in milliseconds (SPEC §5.1).
 pub const NONCE_TTL_MS: i64 = 300_000;

@@ -77,17 +77,17 @@ pub struct PermissionSet(u16);
 
 /// What a credential may do: everything, or what its set allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub enum Grant {
     Unrestricted,
     Restricted(PermissionSet),
 }
 
-impl Access {
+impl Grant {
     /// From a stored list: empty means unrestricted. Stored lists were validated on the way in;
     /// an unknown name read back grants nothing.
-    pub fn from_stored(list: &[String]) -> Access {
+    pub fn from_stored(list: &[String]) -> Grant {
         if list.is_empty() {
-            return Access::Unrestricted;
+            return Grant::Unrestricted;
         }
         let mut set = PermissionSet::default();
         for name in list {
@@ -95,23 +95,23 @@ impl Access {
                 set.0 |= bits;
             }
         }
-        Access::Restricted(set)
+        Grant::Restricted(set)
     }
 
     pub fn allows(self, resource: Resource, level: Level) -> bool {
         match self {
-            Access::Unrestricted => true,
-            Access::Restricted(set) => set.0 & resource.bit(level) != 0,
+            Grant::Unrestricted => true,
+            Grant::Restricted(set) => set.0 & resource.bit(level) != 0,
         }
     }
 
     /// The no-escalation rule: may a credential with this access create or widen a key to
     /// `requested`? An unrestricted request needs an unrestricted requester.
-    pub fn covers(self, requested: Access) -> bool {
+    pub fn covers(self, requested: Grant) -> bool {
         match (self, requested) {
-            (Access::Unrestricted, _) => true,
-            (Access::Restricted(_), Access::Unrestricted) => false,
-            (Access::Restricted(mine), Access::Restricted(theirs)) => theirs.0 & !mine.0 == 0,
+            (Grant::Unrestricted, _) => true,
+            (Grant::Restricted(_), Grant::Unrestricted) => false,
+            (Grant::Restricted(mine), Grant::Restricted(theirs)) => theirs.0 & !mine.0 == 0,
         }
     }
 }
@@ -190,23 +190,23 @@ mod tests {
 
     #[test]
     fn access_checks() {
-        let a = Access::from_stored(&list(&["chat:read", "apps"]));
+        let a = Grant::from_stored(&list(&["chat:read", "apps"]));
         assert!(a.allows(Resource::CHAT, Level::Read));
         assert!(!a.allows(Resource::CHAT, Level::Write));
         assert!(a.allows(Resource::APPS, Level::Write));
         assert!(!a.allows(Resource::VIDEO, Level::Read));
-        assert!(Access::from_stored(&[]).allows(Resource::VIDEO, Level::Write));
+        assert!(Grant::from_stored(&[]).allows(Resource::VIDEO, Level::Write));
         assert_eq!(Resource::CHAT.required(Level::Write), "chat:write");
     }
 
     #[test]
     fn no_escalation() {
-        let chat_read = Access::from_stored(&list(&["chat:read"]));
-        let chat = Access::from_stored(&list(&["chat"]));
+        let chat_read = Grant::from_stored(&list(&["chat:read"]));
+        let chat = Grant::from_stored(&list(&["chat"]));
         assert!(chat.covers(chat_read));
         assert!(!chat_read.covers(chat));
-        assert!(!chat.covers(Access::Unrestricted));
-        assert!(Access::Unrestricted.covers(chat));
+        assert!(!chat.covers(Grant::Unrestricted));
+        assert!(Grant::Unrestricted.covers(chat));
     }
 
     fn names() -> impl Strategy<Value = Vec<String>> {
@@ -225,13 +225,13 @@ mod tests {
         #[test]
         fn normalising_keeps_meaning_and_is_idempotent(requested in names()) {
             let normal = normalise(&requested).unwrap();
-            prop_assert_eq!(Access::from_stored(&normal), Access::from_stored(&requested));
+            prop_assert_eq!(Grant::from_stored(&normal), Grant::from_stored(&requested));
             prop_assert_eq!(normalise(&normal).unwrap(), normal);
         }
 
         #[test]
         fn covers_is_the_subset_relation(a in names(), b in names()) {
-            let (x, y) = (Access::from_stored(&a), Access::from_stored(&b));
+            let (x, y) = (Grant::from_stored(&a), Grant::from_stored(&b));
             let subset = (0..8u8).all(|r| [Level::Read, Level::Write].iter().all(|&l| {
                 !y.allows(Resource(r), l) || x.allows(Resource(r), l)
             }));

@@ -6,8 +6,8 @@
 //! WIRE FORMAT: the line prefixes and their order are fixed by EIP-4361.
 
 use crate::auth::rfc3986::{is_authority, is_pchars, is_scheme, is_statement, is_uri};
-use crate::clock::{Timestamp, parse_rfc3339};
 use crate::crypto::eth::{Address, AddressError, parse_signature_hex, recover_eip191_signer};
+use crate::time::{Timestamp, parse_rfc3339};
 
 /// Largest message accepted, in bytes (SPEC §5.1).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;

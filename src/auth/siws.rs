@@ -196,7 +196,7 @@ impl SiwsMessage {
     /// The same time rules as SIWE.
     pub fn check_time(
         &self,
-        now: crate::clock::Timestamp,
+        now: crate::time::Timestamp,
         max_issued_skew_ms: i64,
     ) -> Result<(), super::siwe::TimeError> {
         super::siwe::check_times(
@@ -212,7 +212,7 @@ impl SiwsMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
+    use crate::time::Timestamp;
     use proptest::prelude::*;
 
     const SAMPLE: &str = "localhost:3000 wants you to sign in with your Solana account:\n\

@@ -8,12 +8,12 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::clock::Timestamp;
 use crate::crypto::eth::{Address, AddressError, parse_signature_hex, recover_eip191_signer};
 use crate::crypto::solana::{SolanaAddress, parse_ed25519_signature, verify_ed25519_strict};
 use crate::crypto::to_hex;
-use crate::http::query::parse_query;
 use crate::store::accounts::Wallet;
+use crate::time::Timestamp;
+use crate::web::query::parse_query;
 
 /// The header names, lowercase as `http` stores them.
 pub const ADDRESS_HEADER: &str = "x-wallet-address";

@@ -119,6 +119,16 @@ impl From<redb::DatabaseError> for StoreError {
     }
 }
 
+/// Work registered inside a write transaction to run once it has committed.
+#[derive(Default)]
+pub struct OnCommit(Vec<Box<dyn FnOnce() + Send>>);
+
+impl OnCommit {
+    pub fn push(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.0.push(Box::new(hook));
+    }
+}
+
 /// The open database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -208,10 +218,25 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.write_hooked(|txn, _| f(txn))
+    }
+
+    /// [`Store::write`] whose closure may register work that must follow the commit (a cache
+    /// invalidation, say): the hooks run right after `commit()` succeeded, on the same thread,
+    /// so they happen even when whoever awaited the write has gone away (garage's
+    /// `Transaction::on_commit`). An aborted or failed transaction runs none.
+    pub fn write_hooked<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &mut OnCommit) -> Result<T, E>,
+    ) -> Result<T, E> {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
-        match f(&txn) {
+        let mut hooks = OnCommit::default();
+        match f(&txn, &mut hooks) {
             Ok(value) => {
                 txn.commit().map_err(StoreError::from)?;
+                for hook in hooks.0 {
+                    hook();
+                }
                 Ok(value)
             }
             Err(e) => {
@@ -249,6 +274,22 @@ impl Store {
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.write(f))
+            .await
+            .map_err(|e| E::from(StoreError::Db(format!("store task failed: {e}"))))?
+    }
+
+    /// [`Store::write_hooked`] on the blocking pool. The transaction and its hooks run to the end
+    /// even if the returned future is dropped.
+    pub async fn write_blocking_hooked<T, E>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &mut OnCommit) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_hooked(f))
             .await
             .map_err(|e| E::from(StoreError::Db(format!("store task failed: {e}"))))?
     }

@@ -49,8 +49,8 @@ async fn healthz_readyz_and_request_ids() {
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_use_the_envelope() {
     let server = TestServer::start().await;
-    // The catch-all is the strictest route: an unknown path is 404 to an unrestricted
-    // credential, 401 without one (as every authenticated route), 403 to a restricted key.
+    // The catch-all (SPEC §2): an unknown path is 401 without a credential and 404 to any valid
+    // credential, restricted or not (a restricted key is never told to widen itself).
     let key = server.operator_key.clone();
     let r = server
         .get("/api/v1/does-not-exist", &[("x-api-key", &key)])
@@ -78,8 +78,10 @@ async fn unknown_routes_and_wrong_methods_use_the_envelope() {
     let r = server
         .get("/api/v1/does-not-exist", &[("x-api-key", &restricted)])
         .await;
-    let error = r.assert_error(403, "FORBIDDEN");
-    assert_eq!(error["details"]["required"], "unrestricted");
+    let error = r.assert_error(404, "NOT_FOUND");
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(error["param"].is_null());
+    assert!(error.get("details").is_none(), "{error}");
 
     let r = server
         .request(Method::POST, "/healthz", &[], Bytes::from_static(b"{}"))
@@ -338,7 +340,7 @@ async fn a_stalled_body_is_answered_408_and_the_connection_closed() {
     for head in [
         "GET /api/v1/auth/whoami HTTP/1.1\r\nHost: x\r\nX-Wallet-Address: 0x1\r\n\
          X-Timestamp: 1\r\nX-Wallet-Signature: 0x1\r\n",
-        "POST /api/auth/siwe/verify HTTP/1.1\r\nHost: x\r\n",
+        "POST /api/auth/siwe/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n",
     ] {
         let mut stream = TcpStream::connect(server.addr()).await.unwrap();
         let request = format!("{head}Content-Length: 1000\r\n\r\nabc");

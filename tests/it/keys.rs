@@ -626,7 +626,7 @@ proptest! {
                     Op::Create { test, expires_in_min } => {
                         let mut body = json!({"name": "p", "type": if test { "test" } else { "live" }});
                         if let Some(m) = expires_in_min {
-                            body["expires_at"] = json!(eliza_cloud::clock::Timestamp(now + minutes(m)).to_rfc3339());
+                            body["expires_at"] = json!(eliza_cloud::time::Timestamp(now + minutes(m)).to_rfc3339());
                         }
                         let (id, plain, _) = server.create_key(body).await;
                         keys.push(ModelKey { id, current: plain, retired: vec![], active: true,
@@ -652,7 +652,7 @@ proptest! {
                     },
                     Op::SetExpiry(i, m) => if let Some(k) = keys.get_mut(i) {
                         let at = m.map(|m| now + minutes(m));
-                        let value = at.map(|t| json!(eliza_cloud::clock::Timestamp(t).to_rfc3339())).unwrap_or(json!(null));
+                        let value = at.map(|t| json!(eliza_cloud::time::Timestamp(t).to_rfc3339())).unwrap_or(json!(null));
                         let r = server.operator_json(Method::PATCH, &format!("/api/v1/api-keys/{}", k.id), json!({"expires_at": value})).await;
                         if !k.deleted { assert_eq!(r.status.as_u16(), 200); k.expires_at_ms = at; }
                     },

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use eliza_cloud::clock::{Clock, SystemClock};
+use eliza_cloud::time::{Clock, SystemClock};
 use serde_json::json;
 
 use crate::signin::{EvmWallet, siwe_at};

@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use eliza_cloud::auth::siwe::{MessageTime, SiweMessage};
 use eliza_cloud::auth::siws::SiwsMessage;
-use eliza_cloud::clock::Timestamp;
 use eliza_cloud::crypto::eth::{Address, eip191_hash};
 use eliza_cloud::crypto::solana::{SolanaAddress, base58_encode};
 use eliza_cloud::crypto::to_hex;
+use eliza_cloud::time::Timestamp;
 
 use crate::support::{TestResponse, TestServer};
 
@@ -377,13 +377,19 @@ async fn siwe_rejections_are_401_and_never_use_the_nonce() {
         .request(
             Method::POST,
             "/api/auth/siwe/verify",
-            &[],
+            &[("content-type", "application/json")],
             r#"{"message":"x"}"#,
         )
         .await;
-    r.assert_error(400, "VALIDATION_ERROR");
+    let error = r.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(error["type"], "invalid_request_error");
     let r = server
-        .request(Method::POST, "/api/auth/siwe/verify", &[], "message=x")
+        .request(
+            Method::POST,
+            "/api/auth/siwe/verify",
+            &[("content-type", "application/json")],
+            "message=x",
+        )
         .await;
     r.assert_error(400, "INVALID_JSON");
 }
@@ -405,7 +411,10 @@ async fn of_concurrent_verifies_with_one_nonce_exactly_one_succeeds() {
                 .request(
                     Method::POST,
                     "/api/auth/siwe/verify",
-                    &[("x-forwarded-for", &ip)],
+                    &[
+                        ("x-forwarded-for", &ip),
+                        ("content-type", "application/json"),
+                    ],
                     body,
                 )
                 .await
@@ -454,7 +463,10 @@ async fn concurrent_first_sign_ins_make_one_account_and_one_bonus() {
                 .request(
                     Method::POST,
                     "/api/auth/siwe/verify",
-                    &[("x-forwarded-for", &ip)],
+                    &[
+                        ("x-forwarded-for", &ip),
+                        ("content-type", "application/json"),
+                    ],
                     body,
                 )
                 .await

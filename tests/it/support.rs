@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eliza_cloud::bootstrap::BootstrapOutcome;
-use eliza_cloud::clock::{ManualClock, Timestamp};
 use eliza_cloud::config::ServeConfig;
 use eliza_cloud::server::{self, RunningServer};
+use eliza_cloud::time::{ManualClock, Timestamp};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

@@ -221,7 +221,7 @@ fn signing_in_tests_round_trips_through_recovery() {
 mod siwe {
     use super::*;
     use eliza_cloud::auth::siwe::{MessageTime, SiweMessage};
-    use eliza_cloud::clock::{Clock, SystemClock, parse_rfc3339};
+    use eliza_cloud::time::{Clock, SystemClock, parse_rfc3339};
 
     /// Builds a message from a fixture's `fields`, or `None` when a field cannot even be held
     /// (missing, wrong type, unparsable address or time): construction fails either way.

@@ -1,37 +1,8 @@
-//! Time as a value: every rule that depends on time takes a [`Timestamp`], and the server reads it
-//! from one injectable [`Clock`], so tests pin or step time instead of sleeping.
+//! RFC 3339 text: the fixed `YYYY-MM-DDTHH:MM:SS.mmmZ` form every answer shows, written digit by
+//! digit, and the strict parser of inputs (offsets allowed, impossible dates refused).
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch (UTC). Stored records keep this integer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub i64);
-
-impl Timestamp {
-    pub const fn from_millis(millis: i64) -> Self {
-        Timestamp(millis)
-    }
-
-    pub const fn millis(self) -> i64 {
-        self.0
-    }
-
-    /// Whole seconds since the epoch, rounded down.
-    pub const fn unix_seconds(self) -> i64 {
-        self.0.div_euclid(1000)
-    }
-
-    pub const fn plus_millis(self, millis: i64) -> Self {
-        Timestamp(self.0.saturating_add(millis))
-    }
-
-    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form JavaScript's `toISOString` gives and the hosted
-    /// cloud's JSON shows (also what `Display` writes, without allocating).
-    pub fn to_rfc3339(self) -> String {
-        self.to_string()
-    }
-}
+use super::Timestamp;
+use super::civil::{civil_from_days, days_from_civil, days_in_month};
 
 impl Timestamp {
     /// The fields of the RFC 3339 form: (year, month, day, hour, minute, second, millisecond).
@@ -102,42 +73,6 @@ impl serde::Serialize for Timestamp {
             Some(fixed) => serializer.serialize_str(std::str::from_utf8(&fixed).unwrap_or("")),
             None => serializer.collect_str(self),
         }
-    }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's algorithm.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of [`civil_from_days`]).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => 0,
     }
 }
 
@@ -218,56 +153,6 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
 /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z, the range RFC 3339 can write in UTC.
 const FIRST_INSTANT: Timestamp = Timestamp(-62_135_596_800_000);
 const LAST_INSTANT: Timestamp = Timestamp(253_402_300_799_999);
-
-/// Where the server reads the time. Production uses [`SystemClock`]; tests use [`ManualClock`].
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Timestamp;
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        Timestamp(millis)
-    }
-}
-
-/// A clock that moves only when told to: the test's fixed clock.
-#[derive(Debug)]
-pub struct ManualClock {
-    millis: AtomicI64,
-}
-
-impl ManualClock {
-    pub fn new(start: Timestamp) -> Self {
-        ManualClock {
-            millis: AtomicI64::new(start.0),
-        }
-    }
-
-    pub fn set(&self, to: Timestamp) {
-        self.millis.store(to.0, Ordering::SeqCst);
-    }
-
-    pub fn now_millis(&self) -> i64 {
-        self.millis.load(Ordering::SeqCst)
-    }
-
-    pub fn advance_millis(&self, millis: i64) {
-        self.millis.fetch_add(millis, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.millis.load(Ordering::SeqCst))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -354,15 +239,5 @@ mod tests {
         fn rfc3339_never_panics(text in ".{0,45}") {
             let _ = parse_rfc3339(&text);
         }
-    }
-
-    #[test]
-    fn manual_clock_moves_only_when_told() {
-        let clock = ManualClock::new(Timestamp(5));
-        assert_eq!(clock.now(), Timestamp(5));
-        clock.advance_millis(10);
-        assert_eq!(clock.now(), Timestamp(15));
-        clock.set(Timestamp(1));
-        assert_eq!(clock.now(), Timestamp(1));
     }
 }

@@ -94,3 +94,66 @@ mod tests {
         }
     }
 }
+
+/// `page` (from 1) and `limit` (1..=`max`) of a listing route (SPEC §2: out of range is 400,
+/// never a silent clamp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub page: u64,
+    pub limit: u64,
+}
+
+/// Highest page number a listing accepts.
+pub const MAX_PAGE: u64 = 1_000_000;
+
+impl Paging {
+    /// Reads `page` and `limit` from a query string; a malformed query or a value out of range
+    /// is one `VALIDATION_ERROR` naming each bad parameter.
+    pub fn from_query(
+        query: Option<&str>,
+        default_limit: u64,
+        max_limit: u64,
+    ) -> Result<Paging, crate::web::error::ApiError> {
+        use serde_json::Value;
+        let pairs = parse_query(query.unwrap_or("")).map_err(|_| {
+            crate::web::error::ApiError::Validation {
+                message: "Malformed query string".into(),
+                details: serde_json::json!({ "query": "bad percent-encoding" }),
+            }
+        })?;
+        let mut details = serde_json::Map::new();
+        let mut number = |name: &str, default: u64, max: u64| match first(&pairs, name) {
+            None => default,
+            Some(text) => match text.parse::<u64>().ok().filter(|n| (1..=max).contains(n)) {
+                Some(n) => n,
+                None => {
+                    details.insert(
+                        name.into(),
+                        Value::String(format!("must be a whole number from 1 to {max}")),
+                    );
+                    default
+                }
+            },
+        };
+        let page = number("page", 1, MAX_PAGE);
+        let limit = number("limit", default_limit, max_limit);
+        if !details.is_empty() {
+            return Err(crate::web::error::ApiError::Validation {
+                message: "Invalid query parameters".into(),
+                details: Value::Object(details),
+            });
+        }
+        Ok(Paging { page, limit })
+    }
+
+    /// The slice of `items` this page shows.
+    pub fn slice<T>(&self, items: &[T]) -> std::ops::Range<usize> {
+        let start = usize::try_from((self.page - 1).saturating_mul(self.limit))
+            .unwrap_or(usize::MAX)
+            .min(items.len());
+        let end = start
+            .saturating_add(usize::try_from(self.limit).unwrap_or(usize::MAX))
+            .min(items.len());
+        start..end
+    }
+}

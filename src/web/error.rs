@@ -34,6 +34,8 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: usize,
     },
+    /// 415: a sign-in route's body was not sent as `application/json` (SPEC §2).
+    UnsupportedMediaType,
     /// 408: the body did not arrive within `--body-timeout`; the connection is closed after.
     RequestTimeout,
     RateLimited {
@@ -104,6 +106,12 @@ impl ApiError {
                 format!("Request body exceeds {limit} bytes"),
                 None,
             ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "This route takes its body only as Content-Type: application/json".into(),
+                None,
+            ),
             ApiError::RequestTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "REQUEST_TIMEOUT",
@@ -131,11 +139,40 @@ impl ApiError {
         }
     }
 
-    /// The envelope `{"error": {code, message, requestId, details?}}` with the headers the
-    /// status calls for (`WWW-Authenticate`, `Allow`, `Retry-After`).
+    /// The `type` OpenAI's SDKs read beside `code` (SPEC §2), from the status alone.
+    pub fn error_type(status: StatusCode) -> &'static str {
+        match status.as_u16() {
+            401 => "authentication_error",
+            402 => "insufficient_quota",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The first bad field: the first name of a validation error's `details`, else `null`.
+    fn param(&self) -> Option<String> {
+        match self {
+            ApiError::Validation { details, .. } => {
+                details.as_object().and_then(|o| o.keys().next().cloned())
+            }
+            _ => None,
+        }
+    }
+
+    /// The envelope `{"error": {code, type, param, message, requestId, details?}}` with the
+    /// headers the status calls for (`WWW-Authenticate`, `Allow`, `Retry-After`).
     pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let param = self.param();
         let (status, code, message, details) = self.parts();
-        let mut error = json!({ "code": code, "message": message, "requestId": request_id });
+        let mut error = json!({
+            "code": code,
+            "type": ApiError::error_type(status),
+            "param": param,
+            "message": message,
+            "requestId": request_id,
+        });
         if let (Some(details), Some(obj)) = (details, error.as_object_mut()) {
             obj.insert("details".into(), details);
         }
@@ -208,10 +245,66 @@ mod tests {
             ),
             (ApiError::Internal, 500, "INTERNAL_ERROR"),
             (ApiError::InvalidJson("x".into()), 400, "INVALID_JSON"),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status);
             assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn every_error_has_a_type_and_a_param() {
+        let body = |e: ApiError| {
+            let r = e.into_response("req_1");
+            let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                r.into_body(),
+            ))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+            serde_json::from_slice::<Value>(&bytes).unwrap()["error"].clone()
+        };
+        let e = body(ApiError::Validation {
+            message: "bad".into(),
+            details: json!({ "name": "required", "type": "bad" }),
+        });
+        assert_eq!(e["type"], "invalid_request_error");
+        assert_eq!(e["param"], "name");
+        let cases = [
+            (ApiError::Unauthorized, "authentication_error"),
+            (
+                ApiError::InsufficientCredits {
+                    message: "x".into(),
+                },
+                "insufficient_quota",
+            ),
+            (
+                ApiError::Forbidden {
+                    message: "x".into(),
+                    required: None,
+                },
+                "permission_error",
+            ),
+            (ApiError::NotFound, "invalid_request_error"),
+            (ApiError::UnsupportedMediaType, "invalid_request_error"),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 1,
+                },
+                "rate_limit_error",
+            ),
+            (ApiError::Internal, "api_error"),
+            (ApiError::ServiceUnavailable("x".into()), "api_error"),
+        ];
+        for (error, kind) in cases {
+            let e = body(error);
+            assert_eq!(e["type"], kind, "{e}");
+            assert!(e["param"].is_null(), "{e}");
         }
     }
 

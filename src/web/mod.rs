@@ -15,15 +15,18 @@ use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::api;
-use crate::auth::permissions::{Access as Permissions, Level};
+use crate::auth::permissions::{Grant, Level};
+use crate::auth::scope::{Denied, Owner, Scope, may_act_on};
 use crate::auth::{self, Authenticated, NewWallet, Principal};
-use crate::limits::{BucketKey, Decision, PER_IP_LIMIT, plan_limit};
+use crate::limits::{BucketKey, Decision, PER_IP_LIMIT};
 use crate::state::AppState;
-use crate::store::accounts::Bonus;
+use crate::store::accounts::{Bonus, Wallet};
 use body::{Body, declared_length_exceeds, empty, read_capped};
 use bytes::Bytes;
 use error::ApiError;
-use route::{Access, Route, parse_route};
+use route::{
+    BodyUse, Caller, NewWallets, Origins, Payment, Requirement, Route, Scopes, parse_route,
+};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -252,17 +255,19 @@ fn take_client_bucket(
     }
 }
 
-/// Authenticates, logging and counting the precise failure.
+/// Authenticates, logging and counting the precise failure. `optional`: a request without any
+/// credential is `Ok(None)` rather than a 401.
 async fn authenticate_for(
     state: &AppState,
     route: Route,
     headers: &HeaderMap,
     context: &auth::AuthContext<'_>,
+    optional: bool,
     rate: &mut Option<Decision>,
 ) -> Result<Option<Authenticated>, ApiError> {
     match auth::authenticate(state, headers, context).await {
         Ok(Some(found)) => Ok(Some(found)),
-        Ok(None) if route.access() == Access::CredentialOrClientAddress => Ok(None),
+        Ok(None) if optional => Ok(None),
         Ok(None) => {
             state
                 .metrics
@@ -292,24 +297,15 @@ async fn authenticate_for(
     }
 }
 
-/// The bucket a principal draws from and its limit (SPEC §8): a key's own `rateLimit`, else
-/// its organization's plan; credentials without a key use one bucket per user.
-pub fn bucket_for(principal: &Principal) -> (BucketKey, u32) {
-    let plan = plan_limit(principal.organization());
-    match principal.api_key() {
-        Some(key) => (BucketKey::ApiKey(key.id), key.rate_limit.unwrap_or(plan)),
-        None => (BucketKey::User(principal.user().id), plan),
-    }
-}
-
-/// The route's declared access against what the credential may do.
-fn check_access(access: Access, holds: &Permissions, method: &Method) -> Result<(), ApiError> {
-    match access {
-        Access::Public
-        | Access::AnyCredential
-        | Access::PerClientAddress
-        | Access::CredentialOrClientAddress => Ok(()),
-        Access::Permission(resource) => {
+/// The route's requirement against what the credential's grant allows.
+fn check_requirement(
+    requirement: Requirement,
+    holds: &Grant,
+    method: &Method,
+) -> Result<(), ApiError> {
+    match requirement {
+        Requirement::AnyCredential => Ok(()),
+        Requirement::Permission(resource) => {
             let level = Level::of_method(method);
             if holds.allows(resource, level) {
                 Ok(())
@@ -320,9 +316,9 @@ fn check_access(access: Access, holds: &Permissions, method: &Method) -> Result<
                 })
             }
         }
-        Access::Unrestricted => match holds {
-            Permissions::Unrestricted => Ok(()),
-            Permissions::Restricted(_) => Err(ApiError::Forbidden {
+        Requirement::Unrestricted => match holds {
+            Grant::Unrestricted => Ok(()),
+            Grant::Restricted(_) => Err(ApiError::Forbidden {
                 message: "This route needs a credential without a permission list".into(),
                 required: Some("unrestricted".into()),
             }),
@@ -330,6 +326,61 @@ fn check_access(access: Access, holds: &Permissions, method: &Method) -> Result<
     }
 }
 
+/// The route's admitted scopes against the credential's (SPEC §4: fails closed).
+fn check_scope(scopes: Scopes, scope: Scope) -> Result<(), ApiError> {
+    match (scopes, scope) {
+        (Scopes::OrganizationOrApp, _) | (Scopes::Organization, Scope::Organization(_)) => Ok(()),
+        (Scopes::Organization, Scope::App { .. }) => Err(ApiError::Forbidden {
+            message: "An app's key cannot call this route".into(),
+            required: None,
+        }),
+    }
+}
+
+/// [`may_act_on`] as the API answers it: 404 for another organization's, 403 for the rest.
+pub fn may_act(principal: &Principal, owner: Owner) -> Result<(), ApiError> {
+    may_act_on(principal.scope(), owner).map_err(|denied| match denied {
+        Denied::NotFound => ApiError::NotFound,
+        Denied::Forbidden => ApiError::Forbidden {
+            message: "This credential's scope does not reach this resource".into(),
+            required: None,
+        },
+    })
+}
+
+/// Whether `Content-Type` is `application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Everything a handler is given: the authenticated caller (if any), the request head, the
+/// body the route declared (read and capped), and the bucket decision for `X-RateLimit-*`.
+pub struct Call {
+    pub principal: Option<Principal>,
+    /// Valid wallet-signature headers of a wallet without an account, on a route whose new
+    /// wallets get one only after a payment.
+    pub new_wallet: Option<Wallet>,
+    pub parts: http::request::Parts,
+    pub body: Bytes,
+    pub rate: Option<Decision>,
+}
+
+impl Call {
+    pub fn principal(&self) -> Result<&Principal, ApiError> {
+        need(&self.principal)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.parts.uri.query()
+    }
+}
+
+/// The pipeline: a walk over the route's declarations ([`route::Needs`]), the same for every
+/// route, then its handler.
 async fn dispatch<B>(
     state: &AppState,
     route: Route,
@@ -341,22 +392,38 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let needs = route.needs();
     let cap = state.config.max_body_bytes;
     let body_timeout = state.config.body_timeout;
+    let headers = req.headers();
     // Refused from the declared length before a byte of the body is read.
-    if declared_length_exceeds(req.headers(), cap) {
+    if declared_length_exceeds(headers, cap) {
         return Err(ApiError::PayloadTooLarge { limit: cap });
     }
-    // A top-up without a payment is answered 402 whoever asks, so no credential is checked
-    // (and no wallet signature used up) until the payment comes: the x402 retry resends the
-    // same request with `X-PAYMENT` added.
-    let unpaid_topup = matches!(route, Route::Topup(_)) && !api::topup::has_payment(req.headers());
-    let authenticates = route.authenticates() && !unpaid_topup;
-    let address = client_ip(req.headers(), peer, state.config.trust_proxy);
-    if route.access() == Access::PerClientAddress
-        || (route.access() == Access::CredentialOrClientAddress
-            && (!authenticates || !auth::presents_credential(req.headers())))
+    if needs.body == BodyUse::JsonOnly && !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    if needs.origins == Origins::OursWhenPresent
+        && let Some(origin) = headers.get(header::ORIGIN)
+        && !auth::session::same_origin(Some(origin.as_bytes()), None, &state.config.public_url)
     {
+        tracing::info!(route = route.name(), "cross-site request refused");
+        return Err(ApiError::Forbidden {
+            message: "Cross-site request refused".into(),
+            required: None,
+        });
+    }
+    // Whether a credential is asked for, and whether it may be absent.
+    let (authenticates, optional) = match (needs.caller, needs.payment) {
+        (Caller::Public | Caller::ClientAddress, _) => (false, false),
+        (Caller::Credential(_), Payment::None) => (true, false),
+        // Without a payment the answer is 402 whoever asks; with one, a credential (if any)
+        // names who is credited.
+        (Caller::Credential(_), Payment::Required) => (api::topup::has_payment(headers), true),
+    };
+    let address = client_ip(headers, peer, state.config.trust_proxy);
+    let anonymous = !authenticates || (optional && !auth::presents_credential(headers));
+    if needs.caller == Caller::ClientAddress || (needs.payment == Payment::Required && anonymous) {
         take_client_bucket(state, address, rate)?;
     }
     let (parts, body) = req.into_parts();
@@ -373,37 +440,40 @@ where
             body: body.read_so_far(),
         },
         client_ip: address,
-        // SPEC §3: accounts created by an x402 top-up get no sign-up bonus, and are made only
-        // once the payment has settled.
-        new_wallet: if matches!(route, Route::Topup(_)) {
-            NewWallet::Defer
-        } else {
-            NewWallet::Create(Bonus::Grant(state.config.initial_free_credits_micros))
+        new_wallet: match needs.new_wallets {
+            NewWallets::Create => {
+                NewWallet::Create(Bonus::Grant(state.config.initial_free_credits_micros))
+            }
+            NewWallets::AfterPayment => NewWallet::Defer,
         },
     };
     let authenticated = if authenticates {
-        authenticate_for(state, route, &parts.headers, &context, rate).await?
+        authenticate_for(state, route, &parts.headers, &context, optional, rate).await?
     } else {
         None
     };
-    let (principal, new_wallet) = match authenticated {
-        Some(Authenticated::Principal(principal)) => (Some(principal), None),
+    let (principal, drawn, new_wallet) = match authenticated {
+        Some(Authenticated::Principal(principal, drawn)) => (Some(principal), drawn, None),
         Some(Authenticated::NewWallet {
             wallet,
             rate: drawn,
-        }) => {
-            if drawn.is_some() {
-                *rate = drawn;
-            }
-            (None, Some(wallet))
-        }
-        None => (None, None),
+        }) => (None, drawn, Some(wallet)),
+        None => (None, None, None),
     };
-    if let Some(principal) = &principal {
+    if drawn.is_some() {
+        *rate = drawn;
+    }
+    if let (Some(principal), Caller::Credential(requirement)) = (&principal, needs.caller) {
         check_cross_site(state, principal, &parts.method, &parts.headers)?;
+        check_scope(needs.scopes, principal.scope())?;
         let now = state.now();
-        let (bucket, limit) = bucket_for(principal);
-        let decision = state.limiter.take(bucket, limit, now);
+        let decision = match drawn {
+            Some(decision) => decision,
+            None => {
+                let (bucket, limit) = principal.bucket();
+                state.limiter.take(bucket, limit, now)
+            }
+        };
         *rate = Some(decision);
         if !decision.allowed {
             state.metrics.record_rate_limited();
@@ -411,59 +481,50 @@ where
                 retry_after_secs: decision.retry_after_secs,
             });
         }
-        check_access(route.access(), &principal.access, &parts.method)?;
+        check_requirement(requirement, &principal.grant, &parts.method)?;
         state.usage.record(
             principal.api_key().map(|k| k.id),
             principal.organization().id,
             now,
         );
     }
+    let body = match needs.body {
+        BodyUse::None => Bytes::new(),
+        BodyUse::Json | BodyUse::JsonOnly => body.bytes(cap, body_timeout).await?,
+    };
+    let call = Call {
+        principal,
+        new_wallet,
+        parts,
+        body,
+        rate: *rate,
+    };
+    handle(state, route, &call).await
+}
+
+/// The handler table: one handler per route, each given the same [`Call`].
+async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<Body>, ApiError> {
     match route {
         Route::Healthz => Ok(api::ops::healthz()),
         Route::Readyz => api::ops::readyz(state).await,
         Route::Metrics => Ok(api::ops::metrics(state)),
         Route::CorsPreflight => Ok(preflight()),
-        Route::Whoami => Ok(api::auth::whoami(need(&principal)?)),
-        Route::Dashboard => api::dashboard::dashboard(state, need(&principal)?, *rate).await,
-        Route::Credits => {
-            api::dashboard::credits(state, need(&principal)?, parts.uri.query()).await
+        Route::Whoami => Ok(api::auth::whoami(call.principal()?)),
+        Route::Dashboard => api::dashboard::dashboard(state, call.principal()?, call.rate).await,
+        Route::Credits => api::dashboard::credits(state, call.principal()?, call.query()).await,
+        Route::ListApiKeys => api::keys::list(state, call.principal()?, call.query()).await,
+        Route::CreateApiKey => api::keys::create(state, call.principal()?, &call.body).await,
+        Route::UpdateApiKey(id) => {
+            api::keys::update(state, call.principal()?, id, &call.body).await
         }
-        Route::ApiKeys if parts.method == Method::POST => {
-            let body = body.bytes(cap, body_timeout).await?;
-            api::keys::create(state, need(&principal)?, &body).await
-        }
-        Route::ApiKeys => api::keys::list(state, need(&principal)?).await,
-        Route::ApiKey(id) if parts.method == Method::PATCH => {
-            let body = body.bytes(cap, body_timeout).await?;
-            api::keys::update(state, need(&principal)?, id, &body).await
-        }
-        Route::ApiKey(id) => api::keys::delete(state, need(&principal)?, id).await,
-        Route::ApiKeyRegenerate(id) => api::keys::regenerate(state, need(&principal)?, id).await,
-        Route::SiweNonce => api::signin::siwe_nonce(state, parts.uri.query()),
-        Route::SiwsNonce => api::signin::siws_nonce(state, parts.uri.query()),
-        Route::SiweVerify => {
-            let body = body.bytes(cap, body_timeout).await?;
-            api::signin::verify_siwe(state, &body).await
-        }
-        Route::SiwsVerify => {
-            let body = body.bytes(cap, body_timeout).await?;
-            api::signin::verify_siws(state, &body).await
-        }
-        Route::Logout => api::signin::logout(state, &parts.headers).await,
-        Route::Topup(amount) => {
-            let body = body.bytes(cap, body_timeout).await?;
-            let path = parts.uri.path();
-            api::topup::topup(
-                state,
-                principal.as_ref(),
-                new_wallet,
-                amount,
-                path,
-                &parts.headers,
-                &body,
-            )
-            .await
-        }
+        Route::DeleteApiKey(id) => api::keys::delete(state, call.principal()?, id).await,
+        Route::RegenerateApiKey(id) => api::keys::regenerate(state, call.principal()?, id).await,
+        Route::SiweNonce => api::signin::siwe_nonce(state, call.query()),
+        Route::SiwsNonce => api::signin::siws_nonce(state, call.query()),
+        Route::SiweVerify => api::signin::verify_siwe(state, &call.body).await,
+        Route::SiwsVerify => api::signin::verify_siws(state, &call.body).await,
+        Route::Logout => api::signin::logout(state, &call.parts.headers).await,
+        Route::Topup(amount) => api::topup::topup(state, call, amount).await,
         Route::NotFound => Err(ApiError::NotFound),
         Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -604,12 +665,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::ServeConfig::with_data_dir(dir.path().to_path_buf());
         let store = crate::store::Store::open(dir.path()).unwrap();
-        let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
-            crate::clock::Timestamp::from_millis(1_767_225_600_000),
+        let clock = std::sync::Arc::new(crate::time::ManualClock::new(
+            crate::time::Timestamp::from_millis(1_767_225_600_000),
         ));
         let state = AppState::new(config, store, clock);
         let req = Request::post("/api/auth/siwe/verify")
             .header(REQUEST_ID_HEADER, "req-panic-1")
+            .header("content-type", "application/json")
             .body(PanickingBody)
             .unwrap();
         let peer = SocketAddr::from(([127, 0, 0, 1], 9));
@@ -635,38 +697,39 @@ mod tests {
     #[test]
     fn route_permissions_follow_the_method_and_name_what_is_missing() {
         use crate::auth::permissions::Resource;
-        let chat_read = Permissions::from_stored(&["chat:read".into()]);
-        let chat = Permissions::from_stored(&["chat".into()]);
-        let need = Access::Permission(Resource::CHAT);
+        let chat_read = Grant::from_stored(&["chat:read".into()]);
+        let chat = Grant::from_stored(&["chat".into()]);
+        let need = Requirement::Permission(Resource::CHAT);
         for method in [Method::GET, Method::HEAD] {
-            assert_eq!(check_access(need, &chat_read, &method), Ok(()));
+            assert_eq!(check_requirement(need, &chat_read, &method), Ok(()));
         }
         for method in [Method::POST, Method::PATCH, Method::DELETE, Method::PUT] {
-            let refused = check_access(need, &chat_read, &method);
+            let refused = check_requirement(need, &chat_read, &method);
             let Err(ApiError::Forbidden { required, .. }) = refused else {
                 panic!("{method} allowed with chat:read");
             };
             assert_eq!(required.as_deref(), Some("chat:write"));
-            assert_eq!(check_access(need, &chat, &method), Ok(()));
+            assert_eq!(check_requirement(need, &chat, &method), Ok(()));
             assert_eq!(
-                check_access(need, &Permissions::Unrestricted, &method),
+                check_requirement(need, &Grant::Unrestricted, &method),
                 Ok(())
             );
         }
-        let images = Permissions::from_stored(&["images".into()]);
-        let Err(ApiError::Forbidden { required, .. }) = check_access(need, &images, &Method::GET)
+        let images = Grant::from_stored(&["images".into()]);
+        let Err(ApiError::Forbidden { required, .. }) =
+            check_requirement(need, &images, &Method::GET)
         else {
             panic!("images grants chat");
         };
         assert_eq!(required.as_deref(), Some("chat:read"));
         let Err(ApiError::Forbidden { required, .. }) =
-            check_access(Access::Unrestricted, &chat, &Method::GET)
+            check_requirement(Requirement::Unrestricted, &chat, &Method::GET)
         else {
             panic!("a restricted key managed keys");
         };
         assert_eq!(required.as_deref(), Some("unrestricted"));
         assert_eq!(
-            check_access(Access::AnyCredential, &images, &Method::POST),
+            check_requirement(Requirement::AnyCredential, &images, &Method::POST),
             Ok(())
         );
     }
