@@ -48,6 +48,14 @@ pub struct ServeArgs {
     /// (ELIZA_CLOUD_MAX_CONNECTIONS; default 1024)
     #[argh(option)]
     pub max_connections: Option<String>,
+    /// most connections one client address holds at once (an IPv6 /64 is one address); not
+    /// applied with --trust-proxy (ELIZA_CLOUD_MAX_CONNECTIONS_PER_ADDRESS; default 64)
+    #[argh(option)]
+    pub max_connections_per_address: Option<String>,
+    /// close a connection (HTTP/1.1 or HTTP/2) with no request in flight for this long
+    /// (ELIZA_CLOUD_IDLE_TIMEOUT; default 60s)
+    #[argh(option)]
+    pub idle_timeout: Option<String>,
     /// trust X-Forwarded-For for the client address, only behind a proxy you run
     /// (ELIZA_CLOUD_TRUST_PROXY=true|false; default false)
     #[argh(switch)]

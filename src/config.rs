@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_DATA_DIR: &str = "./eliza-cloud-data";
 pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:3000";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,6 +89,11 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     pub log_level: LogLevel,
     pub max_connections: usize,
+    /// Most connections one client address holds at once (an IPv6 client's /64 counts as one
+    /// address); not applied with `trust_proxy`, where every peer is the operator's proxy.
+    pub max_connections_per_address: usize,
+    /// A connection of either protocol with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     pub trust_proxy: bool,
     pub header_timeout: Duration,
     /// Time a request body gets to arrive once a handler reads it (408 after).
@@ -122,6 +129,8 @@ impl ServeConfig {
             log_format: LogFormat::Plain,
             log_level: LogLevel::Info,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             trust_proxy: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
@@ -190,6 +199,21 @@ impl ServeConfig {
                 .ok()
                 .filter(|n| (1..=1_000_000).contains(n))
                 .ok_or_else(|| format!("{from}: {v:?} is not a number from 1 to 1000000"))?;
+        }
+        if let Some((v, from)) = pick(
+            &args.max_connections_per_address,
+            "max-connections-per-address",
+        ) {
+            config.max_connections_per_address = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| format!("{from}: {v:?} is not a number from 1 to 1000000"))?;
+        }
+        if let Some((v, from)) = pick(&args.idle_timeout, "idle-timeout") {
+            config.idle_timeout = parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{from}: {v:?} is not a duration like 60s or 500ms"))?;
         }
         config.trust_proxy = if args.trust_proxy {
             true
@@ -323,7 +347,7 @@ fn resolve_x402(
         }
         (None, None) => Settlement::None,
     };
-    crate::api::topup::facilitator_of(x402).map_err(|e| format!("x402 facilitator: {e}"))?;
+    crate::x402::settlement::facilitator_of(x402).map_err(|e| format!("x402 facilitator: {e}"))?;
     Ok(())
 }
 

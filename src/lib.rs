@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;

@@ -116,16 +116,22 @@ impl BucketKey {
     /// host usually holds a whole /64, so per-address would be per-whim). IPv4-mapped IPv6
     /// addresses count as their IPv4 address.
     pub fn client(ip: IpAddr) -> BucketKey {
-        match ip {
-            IpAddr::V4(v4) => BucketKey::ClientIp(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => BucketKey::ClientIp(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    BucketKey::ClientIp(IpAddr::V6(std::net::Ipv6Addr::from(prefix)))
-                }
-            },
-        }
+        BucketKey::ClientIp(client_address(ip))
+    }
+}
+
+/// A client's address as limits count it: an IPv4 address, the IPv4 address of an IPv4-mapped
+/// IPv6 one, or the /64 of any other IPv6 address.
+pub fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 

@@ -24,6 +24,19 @@ pub struct Metrics {
     rate_limited: AtomicU64,
     credits_charged_micros: AtomicU64,
     credits_topped_up_micros: AtomicU64,
+    in_flight: std::sync::atomic::AtomicI64,
+    connections_refused: AtomicU64,
+    settlements_unknown: AtomicU64,
+}
+
+/// Counts one request in flight for as long as it lives (dropped when its future ends or is
+/// dropped, e.g. when the client hangs up).
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Metrics {
@@ -39,6 +52,35 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// A request has started; it counts until the guard is dropped.
+    pub fn request_started(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// Requests whose handling future is alive right now.
+    pub fn requests_in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// A connection closed at once because its client address held the most it may.
+    pub fn record_connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// x402 settlements whose outcome is unknown and that wait for the operator (SPEC §7).
+    pub fn set_settlements_unknown(&self, n: u64) {
+        self.settlements_unknown.store(n, Ordering::SeqCst);
+    }
+
+    pub fn add_settlement_unknown(&self) {
+        self.settlements_unknown.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn settlements_unknown(&self) -> u64 {
+        self.settlements_unknown.load(Ordering::SeqCst)
     }
 
     pub fn record_auth_failure(&self, method: &'static str, reason: &'static str) {
@@ -141,6 +183,31 @@ impl Metrics {
             "eliza_credits_topped_up_micros_total {}",
             self.credits_topped_up_micros.load(Ordering::Relaxed)
         );
+        let gauges = [
+            (
+                "eliza_http_requests_in_flight",
+                "gauge",
+                "Requests being handled right now.",
+                u64::try_from(self.requests_in_flight()).unwrap_or(0),
+            ),
+            (
+                "eliza_connections_refused_per_address_total",
+                "counter",
+                "Connections closed at once: their client address held the most it may.",
+                self.connections_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "eliza_x402_settlements_unknown",
+                "gauge",
+                "x402 settlements with an unknown outcome, waiting for `eliza-cloud payments resolve`.",
+                self.settlements_unknown(),
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
         out
     }
 }

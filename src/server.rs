@@ -1,5 +1,7 @@
-//! The accept loop: a connection semaphore, HTTP/1.1 and h2c on one port (hyper-util's auto
-//! builder), a header-read deadline, and a graceful drain with a deadline on shutdown.
+//! The accept loop: a connection semaphore, a per-client-address connection cap, HTTP/1.1 and
+//! h2c on one port (hyper-util's auto builder), a header-read deadline, an idle timeout for both
+//! protocols, and a graceful drain with a deadline on shutdown, after which the promised work
+//! (`background::Tasks`) is awaited.
 //!
 //! Invariant: when [`RunningServer::shutdown`] returns, every connection task has ended, so the
 //! database handle is released and the data directory can be opened again (a restart in tests,
@@ -13,7 +15,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -160,6 +161,22 @@ pub async fn start(
             "ELIZA_CLOUD_BOOTSTRAP_KEY ignored: the database was bootstrapped on an earlier start"
         );
     }
+    // No settlement runs before the server accepts: one still `settling` was interrupted
+    // between `/settle` and its credit (SPEC §7). It becomes unknown, for the operator.
+    let journal_store = store.clone();
+    let unknown = blocking(move || {
+        journal_store.write(|txn| crate::store::settlements::mark_interrupted(txn, now.millis()))
+    })
+    .await?;
+    for record in &unknown {
+        tracing::error!(
+            key = %record.key,
+            amount_micros = record.amount_micros,
+            credit_to = %record.credit_to.describe(),
+            reason = record.reason.as_deref().unwrap_or(""),
+            "x402 settlement outcome unknown; resolve it with `eliza-cloud payments resolve`"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Bind(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -168,6 +185,9 @@ pub async fn start(
         .map_err(|e| StartError::Bind(e.to_string()))?;
     store.write_server_marker(&local_addr.to_string())?;
     let state = Arc::new(AppState::new(config, store, clock));
+    state
+        .metrics
+        .set_settlements_unknown(u64::try_from(unknown.len()).unwrap_or(u64::MAX));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
     let (stop_flusher, stop_rx) = tokio::sync::oneshot::channel();
@@ -205,6 +225,12 @@ impl RunningServer {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "accept loop ended abnormally");
         }
+        // Settlements and credits a response promised finish even when their client is gone.
+        let running = self.state.tasks.running();
+        if running > 0 {
+            tracing::info!(running, "waiting for promised work to finish");
+        }
+        self.state.tasks.idle().await;
         let _ = self.stop_flusher.send(());
         if let Err(e) = self.flusher.await {
             tracing::error!(error = %e, "usage flusher ended abnormally");
@@ -214,12 +240,141 @@ impl RunningServer {
     }
 }
 
+/// Connections held per client address (an IPv6 /64 is one address).
+#[derive(Default)]
+struct AddressCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection of `address`, counted until dropped.
+struct AddressSlot {
+    counts: Arc<AddressCounts>,
+    address: std::net::IpAddr,
+}
+
+impl AddressCounts {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for one more connection of `peer`, or `None` when it holds `cap` already.
+    fn claim(self: &Arc<Self>, peer: std::net::IpAddr, cap: usize) -> Option<AddressSlot> {
+        let address = crate::limits::client_address(peer);
+        let mut map = self.map();
+        let held = map.entry(address).or_insert(0);
+        if *held >= cap {
+            return None;
+        }
+        *held += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.map();
+        if let Some(held) = map.get_mut(&self.address) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// What a connection is doing, for its idle timer: requests in flight (a request counts until
+/// its response body has been sent, or dropped) and when that number last changed.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_change: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last_change: std::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    fn touch(&self) {
+        *self.last_change.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn last_change(&self) -> tokio::time::Instant {
+        *self.last_change.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(self: &Arc<Self>) -> RequestActivity {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.touch();
+        RequestActivity(self.clone())
+    }
+
+    /// Returns once the connection has had no request in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                tokio::time::sleep(timeout).await;
+                continue;
+            }
+            let deadline = self.last_change() + timeout;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// One request of a connection, in flight until dropped.
+struct RequestActivity(Arc<Activity>);
+
+impl Drop for RequestActivity {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper has sent (or
+/// dropped) it, so a streamed answer is never cut by the idle timer.
+struct Tracked {
+    body: crate::web::body::Body,
+    _activity: RequestActivity,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let semaphore = Arc::new(Semaphore::new(state.config.max_connections));
+    let per_address = Arc::new(AddressCounts::default());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -231,7 +386,6 @@ async fn accept_loop(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
 
     loop {
@@ -258,13 +412,26 @@ async fn accept_loop(
             },
         };
         while connections.try_join_next().is_some() {}
+        // Behind the operator's proxy every peer is the proxy: no per-address cap then.
+        let slot = if state.config.trust_proxy {
+            None
+        } else {
+            match per_address.claim(peer.ip(), state.config.max_connections_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    state.metrics.record_connection_refused();
+                    tracing::debug!("connection refused: its address holds the most it may");
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
         let builder = builder.clone();
         let state = state.clone();
         let mut conn_shutdown = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             // hyper's header timer starts once it knows the protocol; until the first byte
             // arrives the deadline is ours.
             tokio::select! {
@@ -272,22 +439,51 @@ async fn accept_loop(
                 _ = conn_shutdown.changed() => return,
                 ready = first_byte(&stream, state.config.header_timeout) => if !ready { return },
             }
+            let activity = Activity::new();
+            let service_activity = activity.clone();
+            let idle_timeout = state.config.idle_timeout;
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(serve_request(&state, req, peer).await) }
+                let request = service_activity.start();
+                async move {
+                    let response = serve_request(&state, req, peer).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _activity: request,
+                    }))
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    ended = conn.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = conn_shutdown.changed(), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = activity.idle_for(idle_timeout), if !closing => {
+                        tracing::debug!("idle connection closed");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
             }
         });
     }
     drop(listener);
     let deadline = state.config.shutdown_timeout;
-    if tokio::time::timeout(deadline, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(deadline, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             open = connections.len(),
             "drain deadline passed; closing the remaining connections"

@@ -23,7 +23,7 @@ pub struct AppState {
     pub config: ServeConfig,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub started_at: Timestamp,
     pub key_cache: KeyCache,
     pub limiter: RateLimiter,
@@ -34,23 +34,26 @@ pub struct AppState {
     pub wallet_marks: moka::sync::Cache<[u8; 32], ()>,
     /// The x402 facilitator client, when payments settle through one.
     pub facilitator: Option<crate::x402::facilitator::Facilitator>,
-    pub x402_in_flight: crate::api::topup::InFlight,
+    pub x402_in_flight: crate::x402::settlement::InFlight,
+    /// Work a response promised, running in tasks of its own (settlements, credits).
+    pub tasks: crate::background::Tasks,
 }
 
 impl AppState {
     pub fn new(config: ServeConfig, store: Store, clock: Arc<dyn Clock>) -> AppState {
         let started_at = clock.now();
-        let facilitator = crate::api::topup::facilitator_of(&config.x402).unwrap_or_else(|e| {
-            // `config::resolve` built it once already; this only fails for a hand-made config.
-            tracing::error!(error = %e, "x402 facilitator unusable; top-ups will answer 503");
-            None
-        });
+        let facilitator =
+            crate::x402::settlement::facilitator_of(&config.x402).unwrap_or_else(|e| {
+                // `config::resolve` built it once already; this only fails for a hand-made config.
+                tracing::error!(error = %e, "x402 facilitator unusable; top-ups will answer 503");
+                None
+            });
         let limiter = RateLimiter::new(config.max_buckets);
         AppState {
             config,
             store,
             clock,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             started_at,
             key_cache: KeyCache::new(KEY_CACHE_CAPACITY),
             limiter,
@@ -61,11 +64,24 @@ impl AppState {
                 .time_to_live(std::time::Duration::from_secs(600))
                 .build(),
             facilitator,
-            x402_in_flight: crate::api::topup::InFlight::default(),
+            x402_in_flight: crate::x402::settlement::InFlight::default(),
+            tasks: crate::background::Tasks::default(),
         }
     }
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// What a settlement task needs, owned (`x402::settlement`).
+    pub fn settler(&self) -> crate::x402::settlement::Settler {
+        crate::x402::settlement::Settler {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            settlement: self.config.x402.settlement.clone(),
+            facilitator: self.facilitator.clone(),
+            in_flight: self.x402_in_flight.clone(),
+        }
     }
 }

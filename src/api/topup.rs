@@ -1,10 +1,7 @@
 //! `POST /api/v1/topup/{amount}` (SPEC §7): a credit top-up paid with x402. Without a payment,
 //! 402 with both protocol versions; with one, every verification step in order, then settlement
-//! (facilitator or `trust-signature`), then the credit and the used-authorization record in one
-//! transaction. Nothing is credited before settlement succeeded, and never twice.
-
-use std::collections::HashSet;
-use std::sync::Mutex;
+//! and the credit in a task of their own (`x402::settlement`), which this handler only awaits.
+//! Nothing is credited before settlement succeeded, and never twice.
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
@@ -15,63 +12,24 @@ use crate::crypto::to_hex;
 use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::accounts::{Bonus, Wallet, find_or_create_wallet_account};
+use crate::store::accounts::Wallet;
 use crate::store::keys::KeyType;
-use crate::store::payments::{Recorded, authorization_used, record_payment};
+use crate::store::payments::authorization_used;
+use crate::store::settlements::{CreditTo, SettlementRecord, SettlementState, find_settlement};
 use crate::web::Call;
 use crate::web::body::{Body, json_body};
 use crate::web::error::ApiError;
-use crate::x402::facilitator::Facilitator;
+use crate::x402::Settlement;
 use crate::x402::payload::{DecodeError, PaymentPayload};
 use crate::x402::required::{
     Offer, payment_response, v1_body, v1_requirement, v2_required_header, v2_requirement,
 };
-use crate::x402::verify::{Reason, Requirements, VerifiedPayment, verify_payment};
-use crate::x402::{Settlement, X402Config};
+use crate::x402::settlement::{Job, Outcome, facilitator_request};
+use crate::x402::verify::{Reason, Requirements, verify_payment};
 
 const V1_HEADER: &str = "x-payment";
 const V2_HEADER: &str = "payment-signature";
 const DESCRIPTION: &str = "Eliza Cloud credit top-up";
-
-/// Authorizations being settled right now: a second submission of one of them waits for
-/// nothing and is refused at once, so one authorization is never settled twice concurrently.
-#[derive(Default)]
-pub struct InFlight(Mutex<HashSet<String>>);
-
-struct InFlightGuard<'a> {
-    set: &'a InFlight,
-    key: String,
-}
-
-impl InFlight {
-    fn claim(&self, key: &str) -> Option<InFlightGuard<'_>> {
-        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert(key.to_string()).then(|| InFlightGuard {
-            set: self,
-            key: key.to_string(),
-        })
-    }
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut set = self.set.0.lock().unwrap_or_else(|e| e.into_inner());
-        set.remove(&self.key);
-    }
-}
-
-/// The facilitator client of the configuration, if it settles through one.
-pub fn facilitator_of(config: &X402Config) -> Result<Option<Facilitator>, String> {
-    match &config.settlement {
-        Settlement::Facilitator(url) => Facilitator::new(
-            url,
-            config.facilitator_timeout,
-            config.facilitator_ca_pem.as_deref(),
-        )
-        .map(Some),
-        Settlement::TrustSignature | Settlement::None => Ok(None),
-    }
-}
 
 /// A 402: the v1 body with `error`, and the v2 `PAYMENT-REQUIRED` header.
 fn payment_required(offer: &Offer<'_>, error: &str) -> Response<Body> {
@@ -210,166 +168,72 @@ pub async fn topup(
     let used_key = verified.authorization_key.clone();
     let used = state
         .store
-        .read_blocking(move |txn| authorization_used(txn, &used_key))
+        .read_blocking(move |txn| {
+            Ok::<_, StoreError>(
+                authorization_used(txn, &used_key)? || find_settlement(txn, &used_key)?.is_some(),
+            )
+        })
         .await?;
     if used {
         return Ok(refused(state, &offer, &Reason::InvalidTransactionState));
     }
-    let Some(_claim) = state.x402_in_flight.claim(&verified.authorization_key) else {
-        return Ok(refused(state, &offer, &Reason::InvalidTransactionState));
-    };
-    let transaction = match settle(state, &payment, &offer, &verified).await? {
-        Ok(transaction) => transaction,
-        Err(reason) => return Ok(refused(state, &offer, &reason)),
-    };
     // SPEC §7's order: the wallet of the signature headers (with or without an account yet),
     // else the other credential's organization, else the body's wallet, else the payer.
-    credit(
-        state,
-        principal,
-        new_wallet.or(credit_to_body),
-        &payment,
-        &offer,
-        &verified,
-        micros,
-        &transaction,
-    )
-    .await
-}
-
-/// Settles a verified payment: `Ok(Ok(transaction))`, `Ok(Err(reason))` for a 402, `Err` when
-/// the facilitator could not be asked (503).
-async fn settle(
-    state: &AppState,
-    payment: &PaymentPayload,
-    offer: &Offer<'_>,
-    verified: &VerifiedPayment,
-) -> Result<Result<String, Reason>, ApiError> {
-    let facilitator = match (&state.config.x402.settlement, &state.facilitator) {
-        // trust-signature: the verified authorization is the settlement; its digest names it.
-        (Settlement::TrustSignature, _) => {
-            return Ok(Ok(format!("0x{}", to_hex(&verified.digest))));
-        }
-        (Settlement::Facilitator(_), Some(f)) => f,
-        (Settlement::Facilitator(_), None) | (Settlement::None, _) => {
-            return Err(ApiError::ServiceUnavailable(
-                "x402 settlement is not available".into(),
-            ));
-        }
+    let credit_to = match (principal, new_wallet.or(credit_to_body)) {
+        (Some(p), _) => CreditTo::Organization(p.organization().id),
+        (None, Some(wallet)) => CreditTo::of_wallet(&wallet),
+        (None, None) => CreditTo::EvmWallet(verified.payer.to_lower_hex()),
     };
     let requirements = if payment.version >= 2 {
-        v2_requirement(offer)
+        v2_requirement(&offer)
     } else {
-        v1_requirement(offer)
+        v1_requirement(&offer)
     };
-    let request = json!({
-        "x402Version": payment.version,
-        "paymentPayload": payment.raw,
-        "paymentRequirements": requirements,
-    });
-    let unavailable = |step: &str, e: &dyn std::fmt::Display| {
-        tracing::warn!(step, error = %e, key = %verified.authorization_key, "x402 facilitator call failed");
-        ApiError::ServiceUnavailable(format!("the x402 facilitator could not {step} the payment"))
-    };
-    let checked = facilitator
-        .verify(&request)
-        .await
-        .map_err(|e| unavailable("verify", &e))?;
-    if !checked.is_valid {
-        let reason = checked.invalid_reason.unwrap_or_default();
-        return Ok(Err(Reason::from_facilitator(
-            &reason,
-            Reason::UnexpectedVerifyError,
-        )));
-    }
-    let settled = facilitator
-        .settle(&request)
-        .await
-        .map_err(|e| unavailable("settle", &e))?;
-    if !settled.success {
-        let reason = settled.error_reason.unwrap_or_default();
-        return Ok(Err(Reason::from_facilitator(
-            &reason,
-            Reason::UnexpectedSettleError,
-        )));
-    }
-    Ok(Ok(settled.transaction))
-}
-
-/// Credits the account SPEC §7 names, in one transaction with the used-authorization record.
-#[allow(clippy::too_many_arguments)]
-async fn credit(
-    state: &AppState,
-    principal: Option<&Principal>,
-    credit_to_wallet: Option<Wallet>,
-    payment: &PaymentPayload,
-    offer: &Offer<'_>,
-    verified: &VerifiedPayment,
-    micros: i64,
-    transaction: &str,
-) -> Result<Response<Body>, ApiError> {
-    let network = offer.network;
-    let payer = verified.payer;
-    // Wallet headers of a known wallet and other credentials both arrive as a principal; else
-    // the wallet to credit (the headers' new wallet, or the body's); else the payer.
-    let target = match principal {
-        Some(p) => Target::Organization {
-            organization_id: p.organization().id,
-            wallet: p
-                .user()
-                .wallet_address
-                .clone()
-                .or_else(|| p.user().solana_address.clone()),
-        },
-        None => Target::Wallet(credit_to_wallet.unwrap_or(Wallet::Evm(payer.to_lower_hex()))),
-    };
-    let key = verified.authorization_key.clone();
-    let network_name = network.name.clone();
-    let tx = transaction.to_string();
     let now = state.now().millis();
-    let written = state
-        .store
-        .write_blocking(move |txn| {
-            let (organization_id, wallet) = match target {
-                Target::Organization {
-                    organization_id,
-                    wallet,
-                } => (organization_id, wallet),
-                Target::Wallet(wallet) => {
-                    let account = find_or_create_wallet_account(txn, &wallet, Bonus::None, now)?;
-                    (account.organization.id, Some(wallet.key().to_string()))
-                }
-            };
-            let recorded = record_payment(
-                txn,
-                &key,
-                organization_id,
-                &payer.to_lower_hex(),
-                &network_name,
-                micros,
-                &tx,
-                now,
-            )?;
-            Ok::<_, StoreError>((recorded, wallet))
-        })
-        .await;
-    // Settled but not credited is money taken for nothing: say so loudly, with what an operator
-    // needs to credit it by hand (`orgs grant-credits --idempotency-key <key>`).
-    let (recorded, wallet) = written.inspect_err(|e| {
-        tracing::error!(
-            key = %verified.authorization_key,
+    let job = Job {
+        record: SettlementRecord {
+            key: verified.authorization_key.clone(),
+            network: network.name.clone(),
+            payer: verified.payer.to_lower_hex(),
+            amount_micros: micros,
+            credit_to,
+            state: SettlementState::Settling,
+            transaction: None,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        },
+        request: facilitator_request(payment.version, &payment.raw, requirements),
+        digest_transaction: format!("0x{}", to_hex(&verified.digest)),
+    };
+    // Settled and credited in a task of its own: this request only waits for the outcome.
+    let outcome = state
+        .tasks
+        .spawn(state.settler().run(job))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, key = %verified.authorization_key, "x402 settlement task failed");
+            ApiError::Internal
+        })?;
+    let (record, posted, wallet, transaction) = match outcome {
+        Outcome::Credited {
+            record,
+            posted,
+            wallet,
             transaction,
-            error = %e,
-            "x402 payment settled but not credited"
-        );
-    })?;
-    let Recorded::Credited { record, posted } = recorded else {
-        tracing::error!(
-            key = %verified.authorization_key,
-            transaction,
-            "x402 payment settled, but its authorization had already credited"
-        );
-        return Ok(refused(state, offer, &Reason::InvalidTransactionState));
+        } => (record, posted, wallet, transaction),
+        Outcome::Refused(reason) => return Ok(refused(state, &offer, &reason)),
+        Outcome::Unavailable(step) => {
+            return Err(ApiError::ServiceUnavailable(format!(
+                "the x402 facilitator could not {step} the payment"
+            )));
+        }
+        Outcome::Unknown => {
+            return Err(ApiError::ServiceUnavailable(
+                "the payment's settlement outcome is unknown; the operator will resolve it".into(),
+            ));
+        }
+        Outcome::Failed(e) => return Err(ApiError::from(e)),
     };
     state.metrics.record_credits_topped_up(micros);
     tracing::info!(
@@ -378,7 +242,16 @@ async fn credit(
         organization = %record.organization_id,
         "x402 top-up credited"
     );
-    let wallet = wallet.map(|w| super::shown_evm_address(&w));
+    let payer = verified.payer;
+    let wallet = match principal {
+        Some(p) => p
+            .user()
+            .wallet_address
+            .clone()
+            .or_else(|| p.user().solana_address.clone()),
+        None => wallet,
+    }
+    .map(|w| super::shown_evm_address(&w));
     let shown_network = if payment.version >= 2 {
         network.caip2()
     } else {
@@ -404,19 +277,12 @@ async fn credit(
         }),
     );
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&payment_response(transaction, &network.name, &payer)) {
+    if let Ok(v) = HeaderValue::from_str(&payment_response(&transaction, &network.name, &payer)) {
         headers.insert("x-payment-response", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&payment_response(transaction, &network.caip2(), &payer)) {
+    if let Ok(v) = HeaderValue::from_str(&payment_response(&transaction, &network.caip2(), &payer))
+    {
         headers.insert("payment-response", v);
     }
     Ok(response)
-}
-
-enum Target {
-    Organization {
-        organization_id: uuid::Uuid,
-        wallet: Option<String>,
-    },
-    Wallet(Wallet),
 }

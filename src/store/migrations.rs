@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -21,6 +21,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_wallet_replay_v3,
     add_x402_authorizations_v4,
     index_keys_by_org_v5,
+    add_settlements_and_secrets_v6,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -77,8 +78,32 @@ fn index_keys_by_org_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Version 6: the x402 settlement journal, and the server's secrets with the sign-in nonce MAC
+/// key, made here once (a stateless nonce is a MAC under it, SPEC §5.1).
+fn add_settlements_and_secrets_v6(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(X402_SETTLEMENTS)?;
+    let mut secrets = txn.open_table(SECRETS)?;
+    if secrets.get(NONCE_KEY_SECRET)?.is_none() {
+        let key: [u8; 32] = rand::random();
+        secrets.insert(NONCE_KEY_SECRET, key.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Name in `secrets_v1` of the sign-in nonce MAC key.
+pub const NONCE_KEY_SECRET: &str = "signin_nonce_mac_key";
+
+/// The sign-in nonce MAC key (made by migration 6).
+pub fn nonce_key(txn: &impl super::ReadTx) -> Result<[u8; 32], StoreError> {
+    let table = txn.read_table(SECRETS)?;
+    let found = table.get(NONCE_KEY_SECRET)?;
+    found
+        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok())
+        .ok_or_else(|| StoreError::Corrupt("the sign-in nonce key is missing".into()))
+}
+
 /// The version recorded in the database; 0 for a new file.
-pub fn stored_version(db: &Database) -> Result<u64, StoreError> {
+pub fn stored_version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
     let txn = db.begin_read()?;
     let exists = txn.list_tables()?.any(|t| t.name() == META.name());
     if !exists {

@@ -15,6 +15,7 @@ pub mod orgs;
 pub mod payments;
 pub mod replay;
 pub mod sessions;
+pub mod settlements;
 pub mod tables;
 pub mod usage;
 pub mod users;

@@ -62,3 +62,14 @@ pub const WALLET_REPLAY: TableDefinition<(i64, &[u8; 32]), ()> =
 /// string), so an authorization never credits twice. Schema 4.
 pub const X402_AUTHORIZATIONS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("x402_authorizations_v1");
+
+/// `x402:<network>:<payer>:<nonce>` → `SettlementRecord`: the settlement journal (SPEC §7). A
+/// record is committed before `/settle` is sent and removed in the transaction that credits
+/// (or once the facilitator refused); one that stays is a settlement whose outcome is unknown,
+/// for the operator to resolve (`eliza-cloud payments`). Schema 6.
+pub const X402_SETTLEMENTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("x402_settlements_v1");
+
+/// Name → secret bytes the server keeps (the sign-in nonce MAC key). Never logged, never in an
+/// answer. Schema 6.
+pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets_v1");

@@ -105,6 +105,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = Instant::now();
+    let _in_flight = state.metrics.request_started();
     let request_id = request_id_of(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -5,6 +5,7 @@
 pub mod facilitator;
 pub mod payload;
 pub mod required;
+pub mod settlement;
 pub mod verify;
 
 use crate::crypto::eth::Address;
