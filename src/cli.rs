@@ -16,6 +16,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     Keys(KeysArgs),
     Orgs(OrgsArgs),
+    Payments(PaymentsArgs),
     Check(CheckArgs),
     Backup(BackupArgs),
     Version(VersionArgs),
@@ -277,6 +278,49 @@ pub struct BackupArgs {
     /// destination file (must not exist)
     #[argh(option)]
     pub out: String,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "payments")]
+/// x402 settlements whose outcome is unknown, offline (the server must be stopped)
+pub struct PaymentsArgs {
+    #[argh(subcommand)]
+    pub command: PaymentsCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum PaymentsCommand {
+    Pending(PaymentsPendingArgs),
+    Resolve(PaymentsResolveArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pending")]
+/// list journaled settlements; with no server running every one of them is unknown
+pub struct PaymentsPendingArgs {
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "resolve")]
+/// finish an unknown settlement: credit (it settled; credits once, under the authorization's
+/// idempotency key) or refuse (it did not; nothing is credited)
+pub struct PaymentsResolveArgs {
+    /// the authorization key, x402:<network>:<payer>:<nonce>, as `payments pending` lists it
+    #[argh(positional)]
+    pub key: String,
+    /// credit or refuse
+    #[argh(positional)]
+    pub decision: String,
+    /// the settlement's transaction hash, if you know it (recorded with the credit)
+    #[argh(option)]
+    pub transaction: Option<String>,
     /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
     #[argh(option)]
     pub data: Option<String>,

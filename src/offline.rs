@@ -20,7 +20,7 @@ use crate::store::ledger::{
 };
 use crate::store::orgs::{OrgRecord, Plan, find_org, list_orgs, update_org};
 use crate::store::users::{list_users_of_org, owner_of_org};
-use crate::store::{DATABASE_FILE, ReadTx, Store, StoreError, check, migrations};
+use crate::store::{ReadOnlyStore, ReadTx, Store, StoreError, check, migrations};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// Exit codes: 1 for a failure or a check violation, 2 when a server holds the database.
@@ -62,8 +62,14 @@ impl From<std::io::Error> for CommandError {
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn open(data: &Option<String>, env: Env) -> Result<Store, CommandError> {
+/// The database for a command that writes: it must exist and be of this binary's schema.
+fn open_writable(data: &Option<String>, env: Env) -> Result<Store, CommandError> {
     Ok(Store::open_existing(&offline_data_dir(data, env))?)
+}
+
+/// The database for a command that only reads: opened read-only, never migrated.
+fn open_read_only(data: &Option<String>, env: Env) -> Result<ReadOnlyStore, CommandError> {
+    Ok(ReadOnlyStore::open(&offline_data_dir(data, env))?)
 }
 
 fn org_or_fail(txn: &impl ReadTx, id_or_slug: &str) -> Result<OrgRecord, CommandError> {
@@ -101,7 +107,7 @@ fn keys_create(args: KeysCreateArgs, env: Env, out: &mut dyn Write) -> Result<()
             "--name must be 1 to 100 characters".into(),
         ));
     }
-    let store = open(&args.data, env)?;
+    let store = open_writable(&args.data, env)?;
     let org_ref = args.org.unwrap_or_else(|| OPERATOR_ORG_SLUG.into());
     let now = SystemClock.now().millis();
     let plain = generate_key(key_type);
@@ -131,7 +137,7 @@ fn keys_create(args: KeysCreateArgs, env: Env, out: &mut dyn Write) -> Result<()
 }
 
 fn keys_list(args: KeysListArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
-    let store = open(&args.data, env)?;
+    let store = open_read_only(&args.data, env)?;
     let keys = store.read(|txn| match &args.org {
         Some(org) => {
             let org = org_or_fail(txn, org)?;
@@ -162,7 +168,7 @@ fn keys_list(args: KeysListArgs, env: Env, out: &mut dyn Write) -> Result<(), Co
 fn keys_revoke(args: KeysRevokeArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
     let id = Uuid::parse_str(&args.id)
         .map_err(|_| CommandError::Failed(format!("{:?} is not a key id", args.id)))?;
-    let store = open(&args.data, env)?;
+    let store = open_writable(&args.data, env)?;
     let removed = store.write(|txn| delete_key(txn, id))?;
     match removed {
         Some(k) => {
@@ -176,7 +182,7 @@ fn keys_revoke(args: KeysRevokeArgs, env: Env, out: &mut dyn Write) -> Result<()
 pub fn orgs(args: OrgsArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
     match args.command {
         OrgsCommand::List(a) => {
-            let store = open(&a.data, env)?;
+            let store = open_read_only(&a.data, env)?;
             let rows = store.read(|txn| {
                 let mut rows = Vec::new();
                 for org in list_orgs(txn)? {
@@ -207,7 +213,7 @@ pub fn orgs(args: OrgsArgs, env: Env, out: &mut dyn Write) -> Result<(), Command
 }
 
 fn orgs_show(args: OrgsShowArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
-    let store = open(&args.data, env)?;
+    let store = open_read_only(&args.data, env)?;
     let (org, balance, users, keys, (entries, total)) = store.read(|txn| {
         let org = org_or_fail(txn, &args.org)?;
         Ok::<_, CommandError>((
@@ -276,7 +282,7 @@ fn orgs_set_plan(args: OrgsSetPlanArgs, env: Env, out: &mut dyn Write) -> Result
             ));
         }
     }
-    let store = open(&args.data, env)?;
+    let store = open_writable(&args.data, env)?;
     let now = SystemClock.now().millis();
     let org = store.write(|txn| {
         let mut org = org_or_fail(txn, &args.org)?;
@@ -303,7 +309,7 @@ fn orgs_grant(args: OrgsGrantArgs, env: Env, out: &mut dyn Write) -> Result<(), 
                 args.dollars
             ))
         })?;
-    let store = open(&args.data, env)?;
+    let store = open_writable(&args.data, env)?;
     let now = SystemClock.now().millis();
     let key = args
         .idempotency_key
@@ -341,22 +347,103 @@ fn orgs_grant(args: OrgsGrantArgs, env: Env, out: &mut dyn Write) -> Result<(), 
     Ok(())
 }
 
+pub fn payments(args: PaymentsArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
+    match args.command {
+        PaymentsCommand::Pending(a) => {
+            let store = open_read_only(&a.data, env)?;
+            let records = store.read(crate::store::settlements::list_settlements)?;
+            writeln!(
+                out,
+                "key\tstate\tnetwork\tpayer\tamount\tcredit_to\ttransaction\tcreated_at\treason"
+            )?;
+            for r in &records {
+                // With no server running (this command holds the database), a settlement still
+                // marked `settling` was interrupted: its outcome is unknown.
+                writeln!(
+                    out,
+                    "{}\tunknown\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.key,
+                    r.network,
+                    r.payer,
+                    format_dollars(r.amount_micros),
+                    r.credit_to.describe(),
+                    r.transaction.as_deref().unwrap_or("-"),
+                    time(r.created_at),
+                    r.reason
+                        .as_deref()
+                        .unwrap_or("interrupted between /settle and the credit"),
+                )?;
+            }
+            eprintln!("{} unresolved settlement(s)", records.len());
+            Ok(())
+        }
+        PaymentsCommand::Resolve(a) => payments_resolve(a, env, out),
+    }
+}
+
+fn payments_resolve(
+    args: PaymentsResolveArgs,
+    env: Env,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
+    use crate::store::settlements::{credit_settlement, drop_settlement, find_settlement};
+    let credit = match args.decision.as_str() {
+        "credit" => true,
+        "refuse" => false,
+        other => {
+            return Err(CommandError::Failed(format!(
+                "{other:?}: the decision is credit or refuse"
+            )));
+        }
+    };
+    let store = open_writable(&args.data, env)?;
+    let now = SystemClock.now().millis();
+    let key = args.key;
+    let transaction = args
+        .transaction
+        .unwrap_or_else(|| "resolved-by-operator".into());
+    let line = store.write(|txn| {
+        let record = find_settlement(txn, &key)?.ok_or_else(|| {
+            CommandError::Failed(format!(
+                "no unresolved settlement {key:?} (see `payments pending`)"
+            ))
+        })?;
+        if !credit {
+            drop_settlement(txn, &key)?;
+            return Ok::<_, CommandError>(format!("refused {key}: nothing credited"));
+        }
+        let (recorded, _) = credit_settlement(txn, &record, &transaction, now)?;
+        Ok(match recorded {
+            crate::store::payments::Recorded::Credited {
+                record: paid,
+                posted,
+            } => format!(
+                "credited {} to organization {}; balance {}",
+                format_dollars(paid.amount_micros),
+                paid.organization_id,
+                format_dollars(posted.balance_micros())
+            ),
+            crate::store::payments::Recorded::AlreadyUsed => {
+                format!("{key} had credited already: nothing credited again")
+            }
+        })
+    })?;
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
 pub fn check(args: CheckArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
-    let store = open(&args.data, env)?;
+    // Read-only: the file is checked as it is (a file that needs repair is refused by the open),
+    // never migrated, repaired or written.
+    let store = open_read_only(&args.data, env)?;
     let report = store.read(check::check_store)?;
-    let file_ok = store.check_file_integrity()?;
     writeln!(
         out,
         "organizations {}, users {}, api keys {}, sessions {}, ledger rows {}",
         report.organizations, report.users, report.api_keys, report.sessions, report.ledger_rows
     )?;
     let mut problems = report.problems;
-    if !file_ok {
-        problems.insert(
-            0,
-            "redb integrity check failed (the file was repaired on open)".into(),
-        );
-    }
+    problems.extend(report.unresolved_settlements);
     if problems.is_empty() {
         writeln!(out, "ok")?;
         return Ok(());
@@ -370,8 +457,9 @@ pub fn check(args: CheckArgs, env: Env, out: &mut dyn Write) -> Result<(), Comma
     )))
 }
 
-/// Copies the database while holding its lock (so no writer can run), then opens the copy and
-/// checks it before reporting success.
+/// Copies the database while holding it open read-only (so no server can start and write
+/// meanwhile), as it is: an older schema is copied unmigrated. Then the copy is opened read-only
+/// and, when it has this binary's schema, checked, before the copy takes its final name.
 pub fn backup(args: BackupArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
     let dest = PathBuf::from(&args.out);
     if dest.exists() {
@@ -380,50 +468,40 @@ pub fn backup(args: BackupArgs, env: Env, out: &mut dyn Write) -> Result<(), Com
             dest.display()
         )));
     }
-    let store = open(&args.data, env)?;
+    let dir = offline_data_dir(&args.data, env);
+    let store = ReadOnlyStore::open_any_version(&dir)?;
+    let version = store.schema_version()?;
     let tmp = dest.with_extension("partial");
     std::fs::copy(store.database_path(), &tmp)
         .map_err(|e| CommandError::Failed(format!("cannot write {}: {e}", tmp.display())))?;
     drop(store);
-    verify_copy(&tmp).inspect_err(|_| {
+    verify_copy(&tmp, &dir).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;
     std::fs::rename(&tmp, &dest)
         .map_err(|e| CommandError::Failed(format!("cannot write {}: {e}", dest.display())))?;
-    writeln!(out, "backup written to {}", dest.display())?;
+    writeln!(
+        out,
+        "backup written to {} (database schema {version})",
+        dest.display()
+    )?;
     Ok(())
 }
 
-fn verify_copy(path: &Path) -> Result<(), CommandError> {
-    let dir = tempfile_dir(path)?;
-    std::fs::rename(path, dir.join(DATABASE_FILE))
-        .map_err(|e| CommandError::Failed(format!("cannot stage backup: {e}")))?;
-    let result = (|| {
-        let store = Store::open(&dir)?;
-        let report = store.read(check::check_store)?;
-        if !report.problems.is_empty() {
-            return Err(CommandError::Failed(format!(
-                "the copy fails its check: {}",
-                report.problems.join("; ")
-            )));
-        }
-        Ok(())
-    })();
-    std::fs::rename(dir.join(DATABASE_FILE), path)
-        .map_err(|e| CommandError::Failed(format!("cannot stage backup: {e}")))?;
-    let _ = std::fs::remove_dir(&dir);
-    result
-}
-
-fn tempfile_dir(path: &Path) -> Result<PathBuf, CommandError> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let dir = parent.join(format!(".eliza-cloud-backup-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir(&dir)
-        .map_err(|e| CommandError::Failed(format!("cannot create {}: {e}", dir.display())))?;
-    Ok(dir)
+fn verify_copy(path: &Path, marker_dir: &Path) -> Result<(), CommandError> {
+    let copy = ReadOnlyStore::open_file(path, marker_dir)?;
+    if copy.schema_version()? != migrations::SCHEMA_VERSION {
+        // An older schema's tables are not this binary's to check; the copy opened cleanly.
+        return Ok(());
+    }
+    let report = copy.read(check::check_store)?;
+    if !report.problems.is_empty() {
+        return Err(CommandError::Failed(format!(
+            "the copy fails its check: {}",
+            report.problems.join("; ")
+        )));
+    }
+    Ok(())
 }
 
 pub fn version(out: &mut dyn Write) -> Result<(), CommandError> {

@@ -24,6 +24,8 @@ pub struct CheckReport {
     pub api_keys: u64,
     pub sessions: u64,
     pub ledger_rows: u64,
+    /// x402 settlements waiting for the operator: not damage, but `check` reports them.
+    pub unresolved_settlements: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -126,6 +128,25 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
     }
     if org_index != orgs_seen {
         p.push("API key organization index does not match the keys".into());
+    }
+
+    // The settlement journal (SPEC §7): every record left is a payment whose outcome nobody
+    // knows, and an operator must resolve it (`eliza-cloud payments resolve`).
+    let journal: Vec<(String, super::settlements::SettlementRecord)> = decode_all(
+        &txn.read_table(X402_SETTLEMENTS)?,
+        "x402 settlements",
+        p,
+        |k| k.to_string(),
+    )?;
+    for (key, record) in &journal {
+        report.unresolved_settlements.push(format!(
+            "x402 settlement {key} ({}, {} micro-dollars for {}) is {}: resolve it with \
+             `eliza-cloud payments resolve {key} credit|refuse`",
+            record.network,
+            record.amount_micros,
+            record.credit_to.describe(),
+            record.state.as_str(),
+        ));
     }
 
     let sessions: Vec<([u8; 32], SessionRecord)> =

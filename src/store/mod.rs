@@ -45,6 +45,11 @@ pub enum StoreError {
         found: u64,
         supported: u64,
     },
+    /// An offline command met a database an older binary wrote: only `serve` migrates.
+    OlderSchema {
+        found: u64,
+        supported: u64,
+    },
     Io(String),
     Db(String),
     Codec(CodecError),
@@ -70,6 +75,12 @@ impl std::fmt::Display for StoreError {
             StoreError::NewerSchema { found, supported } => write!(
                 f,
                 "the database has schema version {found}, newer than this binary supports ({supported}); run a newer eliza-cloud"
+            ),
+            StoreError::OlderSchema { found, supported } => write!(
+                f,
+                "the database has schema version {found}, older than this binary's ({supported}); \
+                 offline commands never migrate: start `eliza-cloud serve` with this binary once \
+                 (after a backup), or use the binary that wrote it"
             ),
             StoreError::Io(e) => write!(f, "data directory: {e}"),
             StoreError::Db(e) => write!(f, "database: {e}"),
@@ -181,16 +192,16 @@ impl Store {
         })
     }
 
-    /// Opens an existing database only: offline commands must not create one by accident.
+    /// Opens an existing database of exactly this binary's schema, for the offline commands
+    /// that write: they never create a database by accident and never migrate one (SPEC §1).
     pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join(DATABASE_FILE);
-        if !path.is_file() {
-            return Err(StoreError::Io(format!(
-                "no database at {} (start `eliza-cloud serve` once, or pass --data)",
-                path.display()
-            )));
-        }
-        Store::open(dir)
+        let path = existing_database(dir)?;
+        let db = Database::open(&path).map_err(|e| locked_or(e, dir))?;
+        require_current_schema(migrations::stored_version(&db)?)?;
+        Ok(Store {
+            db: Arc::new(db),
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -302,13 +313,6 @@ impl Store {
         Ok(())
     }
 
-    /// redb's own integrity check (page checksums, tree structure). Needs the only handle.
-    pub fn check_file_integrity(self) -> Result<bool, StoreError> {
-        let mut db = Arc::try_unwrap(self.db)
-            .map_err(|_| StoreError::Db("the database has other users in this process".into()))?;
-        db.check_integrity().map_err(StoreError::from)
-    }
-
     /// Writes the marker that names this server for offline commands; removed by
     /// [`Store::remove_server_marker`] at shutdown.
     pub fn write_server_marker(&self, listen: &str) -> Result<(), StoreError> {
@@ -319,6 +323,87 @@ impl Store {
 
     pub fn remove_server_marker(&self) {
         let _ = fs::remove_file(self.dir.join(SERVER_MARKER_FILE));
+    }
+}
+
+/// The database file of `dir`, which must exist.
+fn existing_database(dir: &Path) -> Result<PathBuf, StoreError> {
+    let path = dir.join(DATABASE_FILE);
+    if !path.is_file() {
+        return Err(StoreError::Io(format!(
+            "no database at {} (start `eliza-cloud serve` once, or pass --data)",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// A lock error names the server holding the database, if it left its marker.
+fn locked_or(e: redb::DatabaseError, dir: &Path) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Locked { .. } => StoreError::Locked {
+            holder: read_server_marker(dir),
+        },
+        other => other,
+    }
+}
+
+fn require_current_schema(found: u64) -> Result<(), StoreError> {
+    let supported = migrations::SCHEMA_VERSION;
+    match found.cmp(&supported) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(StoreError::NewerSchema { found, supported }),
+        std::cmp::Ordering::Less => Err(StoreError::OlderSchema { found, supported }),
+    }
+}
+
+/// A database opened read-only (`check`, `backup`, `payments pending`): nothing is written,
+/// nothing migrated, nothing repaired (a file that needs repair after a crash is refused; a
+/// start of the server repairs it). Refused while a server holds the file, and a server cannot
+/// start while it is open.
+pub struct ReadOnlyStore {
+    db: redb::ReadOnlyDatabase,
+    path: PathBuf,
+}
+
+impl ReadOnlyStore {
+    /// Opens `dir`'s database as it is, whatever its schema version.
+    pub fn open_any_version(dir: &Path) -> Result<ReadOnlyStore, StoreError> {
+        let path = existing_database(dir)?;
+        ReadOnlyStore::open_file(&path, dir)
+    }
+
+    /// Opens `dir`'s database, refusing one of another schema version than this binary's.
+    pub fn open(dir: &Path) -> Result<ReadOnlyStore, StoreError> {
+        let store = ReadOnlyStore::open_any_version(dir)?;
+        require_current_schema(store.schema_version()?)?;
+        Ok(store)
+    }
+
+    /// Opens one database file read-only (a backup's copy, say).
+    pub fn open_file(path: &Path, marker_dir: &Path) -> Result<ReadOnlyStore, StoreError> {
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| locked_or(e, marker_dir))?;
+        Ok(ReadOnlyStore {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn schema_version(&self) -> Result<u64, StoreError> {
+        migrations::stored_version(&self.db)
+    }
+
+    pub fn database_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a read transaction.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        f(&txn)
     }
 }
 
