@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::key_cache::KeyCache;
-use crate::auth::nonce::NonceStore;
+use crate::auth::nonce::{NonceKey, Nonces};
 use crate::config::ServeConfig;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
@@ -28,7 +28,8 @@ pub struct AppState {
     pub key_cache: KeyCache,
     pub limiter: RateLimiter,
     pub usage: UsageRecorder,
-    pub nonces: NonceStore,
+    /// Sign-in nonces: stateless (a MAC under the stored key); only used ones are remembered.
+    pub nonces: Nonces,
     /// Wallet-signature marks accepted by this process (SPEC §1): a replay is refused without a
     /// store transaction. The store's `wallet_replay_v1` is the authority, across restarts too.
     pub wallet_marks: moka::sync::Cache<[u8; 32], ()>,
@@ -49,6 +50,13 @@ impl AppState {
                 None
             });
         let limiter = RateLimiter::new(config.max_buckets);
+        let nonce_key = store
+            .read(crate::store::migrations::nonce_key)
+            .unwrap_or_else(|e| {
+                // Only a database damaged by hand lacks it: sign-ins still work until a restart.
+                tracing::error!(error = %e, "sign-in nonce key unreadable; using a key for this process only");
+                rand::random()
+            });
         AppState {
             config,
             store,
@@ -58,7 +66,7 @@ impl AppState {
             key_cache: KeyCache::new(KEY_CACHE_CAPACITY),
             limiter,
             usage: UsageRecorder::default(),
-            nonces: NonceStore::default(),
+            nonces: Nonces::new(NonceKey::new(nonce_key), started_at),
             wallet_marks: moka::sync::Cache::builder()
                 .max_capacity(WALLET_MARKS_CAPACITY)
                 .time_to_live(std::time::Duration::from_secs(600))

@@ -16,8 +16,9 @@ use crate::auth::session::{
     session_token,
 };
 use crate::auth::siwe::{Expected, SiweMessage, parse_evm_chain_id, verify_signed};
-use crate::auth::siws::{CHAIN_IDS, SiwsMessage};
-use crate::crypto::solana::{parse_ed25519_signature, verify_ed25519_strict};
+use crate::auth::siws::{
+    CHAIN_IDS, Expected as SiwsExpected, SiwsMessage, verify_signed as verify_siws_signed,
+};
 use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -40,11 +41,6 @@ fn no_store(mut response: Response<Body>) -> Response<Body> {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-fn nonces_exhausted() -> ApiError {
-    tracing::warn!("sign-in nonce store full; refusing new nonces until some expire");
-    ApiError::ServiceUnavailable("Too many sign-ins in progress; try again shortly".into())
 }
 
 fn chain_error(why: &str) -> ApiError {
@@ -72,8 +68,7 @@ pub fn siwe_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body
     let url = &state.config.public_url;
     let nonce = state
         .nonces
-        .issue(NonceChain::Ethereum(chain_id), url.url.clone(), state.now())
-        .ok_or_else(nonces_exhausted)?;
+        .issue(&NonceChain::Ethereum(chain_id), &url.url, state.now());
     Ok(no_store(json_body(
         StatusCode::OK,
         &json!({
@@ -93,14 +88,11 @@ pub fn siws_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body
         )));
     }
     let url = &state.config.public_url;
-    let nonce = state
-        .nonces
-        .issue(
-            NonceChain::Solana(chain_id.to_string()),
-            url.url.clone(),
-            state.now(),
-        )
-        .ok_or_else(nonces_exhausted)?;
+    let nonce = state.nonces.issue(
+        &NonceChain::Solana(chain_id.to_string()),
+        &url.url,
+        state.now(),
+    );
     Ok(no_store(json_body(
         StatusCode::OK,
         &json!({
@@ -128,19 +120,18 @@ pub async fn verify_siwe(state: &AppState, body: &[u8]) -> Result<Response<Body>
     let now = state.now();
     let fail = |reason| refuse(state, "siwe", reason);
     let message = SiweMessage::parse(&body.message).map_err(|e| fail(e.reason()))?;
-    let issued = state
-        .nonces
-        .peek(&message.nonce, now)
-        .ok_or_else(|| fail("unknown_or_expired_nonce"))?;
-    let NonceChain::Ethereum(chain_id) = issued.chain else {
-        return Err(fail("nonce_chain_mismatch"));
-    };
     let ours = &state.config.public_url;
+    // The nonce's MAC binds the chain and URI it was issued for (our public URL).
+    let chain = NonceChain::Ethereum(message.chain_id);
+    state
+        .nonces
+        .check(&message.nonce, &chain, &ours.url, now)
+        .map_err(|e| fail(e.reason()))?;
     let expected = Expected {
         domain: &ours.host,
         https: ours.https,
-        uri: &issued.uri,
-        chain_id,
+        uri: &ours.url,
+        chain_id: message.chain_id,
     };
     verify_signed(
         &message,
@@ -151,7 +142,7 @@ pub async fn verify_siwe(state: &AppState, body: &[u8]) -> Result<Response<Body>
         MAX_ISSUED_AT_SKEW_MS,
     )
     .map_err(fail)?;
-    if !state.nonces.consume(&message.nonce) {
+    if !state.nonces.consume(&message.nonce, now) {
         return Err(fail("nonce_already_used"));
     }
     let wallet = Wallet::Evm(message.address.to_lower_hex());
@@ -170,27 +161,26 @@ pub async fn verify_siws(state: &AppState, body: &[u8]) -> Result<Response<Body>
     let now = state.now();
     let fail = |reason| refuse(state, "siws", reason);
     let message = SiwsMessage::parse(&body.message).map_err(|e| fail(e.reason()))?;
-    let issued = state
+    let ours = &state.config.public_url;
+    let chain = NonceChain::Solana(message.chain_id.clone());
+    state
         .nonces
-        .peek(&message.nonce, now)
-        .ok_or_else(|| fail("unknown_or_expired_nonce"))?;
-    if issued.chain != NonceChain::Solana(message.chain_id.clone()) {
-        return Err(fail("nonce_chain_mismatch"));
-    }
-    if message.domain != state.config.public_url.host {
-        return Err(fail("domain_mismatch"));
-    }
-    if message.uri != issued.uri {
-        return Err(fail("uri_mismatch"));
-    }
-    message
-        .check_time(now, MAX_ISSUED_AT_SKEW_MS)
+        .check(&message.nonce, &chain, &ours.url, now)
         .map_err(|e| fail(e.reason()))?;
-    let signature =
-        parse_ed25519_signature(&body.signature).ok_or_else(|| fail("signature_format"))?;
-    verify_ed25519_strict(&message.address.0, body.message.as_bytes(), &signature)
-        .map_err(|_| fail("signature_invalid"))?;
-    if !state.nonces.consume(&message.nonce) {
+    let expected = SiwsExpected {
+        domain: &ours.host,
+        uri: &ours.url,
+    };
+    verify_siws_signed(
+        &message,
+        &body.message,
+        &body.signature,
+        &expected,
+        now,
+        MAX_ISSUED_AT_SKEW_MS,
+    )
+    .map_err(fail)?;
+    if !state.nonces.consume(&message.nonce, now) {
         return Err(fail("nonce_already_used"));
     }
     let address = message.address.to_base58();

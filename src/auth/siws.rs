@@ -331,3 +331,40 @@ mod tests {
         }
     }
 }
+
+/// What a verify route expects of a Sign-In With Solana message: our origin. The chain is bound
+/// by the nonce's MAC, which the route checks before.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// Host (with port) of the public URL.
+    pub domain: &'a str,
+    /// The URI the nonce was issued for (our public URL).
+    pub uri: &'a str,
+}
+
+/// Every check of SPEC §5.2 but the nonce's, in order, as [`super::siwe::verify_signed`] does
+/// for SIWE: domain, URI, time, then the strict Ed25519 signature (base58 or `0x` hex) over the
+/// exact `text` received, by the message's address. Answers the reason for the first failure.
+pub fn verify_signed(
+    message: &SiwsMessage,
+    text: &str,
+    signature: &str,
+    expected: &Expected<'_>,
+    now: crate::time::Timestamp,
+    max_issued_skew_ms: i64,
+) -> Result<(), &'static str> {
+    if message.domain != expected.domain {
+        return Err("domain_mismatch");
+    }
+    if message.uri != expected.uri {
+        return Err("uri_mismatch");
+    }
+    message
+        .check_time(now, max_issued_skew_ms)
+        .map_err(super::siwe::TimeError::reason)?;
+    let signature =
+        crate::crypto::solana::parse_ed25519_signature(signature).ok_or("signature_format")?;
+    crate::crypto::solana::verify_ed25519_strict(&message.address.0, text.as_bytes(), &signature)
+        .map_err(|_| "signature_invalid")?;
+    Ok(())
+}

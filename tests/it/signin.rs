@@ -353,12 +353,11 @@ async fn siwe_rejections_are_401_and_never_use_the_nonce() {
     for reason in [
         "domain_mismatch",
         "uri_mismatch",
-        "nonce_chain_mismatch",
+        "nonce_not_issued",
         "message_expired",
         "signature_high_s",
         "signer_mismatch",
         "message_address_not_eip55",
-        "unknown_or_expired_nonce",
     ] {
         assert!(
             metrics.contains(&format!("method=\"siwe\",reason=\"{reason}\"")),
@@ -621,7 +620,7 @@ async fn nonce_routes_validate_chain_ids_and_are_limited_per_address() {
     assert_eq!(n["statement"], "Sign in to Eliza Cloud");
     let nonce_text = n["nonce"].as_str().unwrap();
     assert!(
-        nonce_text.len() == 32
+        nonce_text.len() == 64
             && nonce_text
                 .bytes()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())

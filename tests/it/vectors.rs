@@ -315,7 +315,7 @@ mod siwe {
     /// message's address. A `matchNonce` fixture says the nonce the server expects is another:
     /// the server's nonce store, holding only what it issued, must not know the message's.
     fn verify(case: &Value) -> Result<(), String> {
-        use eliza_cloud::auth::nonce::{NonceChain, NonceStore};
+        use eliza_cloud::auth::nonce::{NonceChain, NonceKey, Nonces};
         use eliza_cloud::auth::siwe::{Expected, verify_signed};
         let message = from_fields(case).ok_or("unconstructible")?;
         let text = message.print_unchecked();
@@ -345,16 +345,15 @@ mod siwe {
             i64::MAX,
         )?;
         if case.get("matchNonce").is_some() {
-            let nonces = NonceStore::default();
-            let issued = nonces
-                .issue(
-                    NonceChain::Ethereum(parsed.chain_id),
-                    parsed.uri.clone(),
-                    now,
-                )
-                .unwrap();
+            let nonces = Nonces::new(NonceKey::new([9; 32]), now.plus_millis(-1));
+            let chain = NonceChain::Ethereum(parsed.chain_id);
+            let issued = nonces.issue(&chain, &parsed.uri, now);
             assert_ne!(issued, parsed.nonce);
-            if nonces.peek(&parsed.nonce, now).is_none() {
+            assert_eq!(nonces.check(&issued, &chain, &parsed.uri, now), Ok(()));
+            if nonces
+                .check(&parsed.nonce, &chain, &parsed.uri, now)
+                .is_err()
+            {
                 return Err("nonce not issued".into());
             }
         }
