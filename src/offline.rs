@@ -350,7 +350,8 @@ fn orgs_grant(args: OrgsGrantArgs, env: Env, out: &mut dyn Write) -> Result<(), 
 pub fn payments(args: PaymentsArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
     match args.command {
         PaymentsCommand::Pending(a) => {
-            let store = open_read_only(&a.data, env)?;
+            // Writable (never migrating): run after a crash, it must repair the file to read it.
+            let store = open_writable(&a.data, env)?;
             let records = store.read(crate::store::settlements::list_settlements)?;
             writeln!(
                 out,

@@ -45,6 +45,9 @@ pub enum StoreError {
         found: u64,
         supported: u64,
     },
+    /// A read-only open met a file that was not closed cleanly (a crash): it needs the repair
+    /// that a writable open does.
+    NeedsRepair,
     /// An offline command met a database an older binary wrote: only `serve` migrates.
     OlderSchema {
         found: u64,
@@ -81,6 +84,12 @@ impl std::fmt::Display for StoreError {
                 "the database has schema version {found}, older than this binary's ({supported}); \
                  offline commands never migrate: start `eliza-cloud serve` with this binary once \
                  (after a backup), or use the binary that wrote it"
+            ),
+            StoreError::NeedsRepair => write!(
+                f,
+                "the database was not closed cleanly (a crash?) and needs a repair, which this \
+                 read-only command never does: start `eliza-cloud serve` once, or run \
+                 `eliza-cloud payments pending`, which repairs it on open"
             ),
             StoreError::Io(e) => write!(f, "data directory: {e}"),
             StoreError::Db(e) => write!(f, "database: {e}"),
@@ -382,7 +391,10 @@ impl ReadOnlyStore {
 
     /// Opens one database file read-only (a backup's copy, say).
     pub fn open_file(path: &Path, marker_dir: &Path) -> Result<ReadOnlyStore, StoreError> {
-        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| locked_or(e, marker_dir))?;
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+            redb::DatabaseError::RepairAborted => StoreError::NeedsRepair,
+            other => locked_or(other, marker_dir),
+        })?;
         Ok(ReadOnlyStore {
             db,
             path: path.to_path_buf(),

@@ -367,6 +367,18 @@ impl Binary {
     }
 }
 
+impl Binary {
+    /// SIGKILL: the process gets no chance to finish anything. Answers what it wrote to stderr.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
 impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -63,6 +63,15 @@ impl Pay {
         }
     }
 
+    /// An authorization valid around `now_secs` (for the real binary, on the system clock).
+    fn at(payer: &EvmWallet, now_secs: u64) -> Pay {
+        Pay {
+            valid_after: now_secs - 60,
+            valid_before: now_secs + 300,
+            ..Pay::new(payer)
+        }
+    }
+
     fn authorization(&self) -> Authorization {
         Authorization {
             from: self.from,
@@ -632,6 +641,15 @@ struct Behaviour {
     settle_error: Option<&'static str>,
     /// The status a refusal is sent with (200 when unset; some facilitators send 400).
     refusal_status: Option<u16>,
+    /// `/settle` waits for this hold's release before it answers.
+    hold_settle: Option<Arc<Hold>>,
+}
+
+/// A held `/settle`: `arrived` is notified when one comes in, and it answers once `release`d.
+#[derive(Default)]
+struct Hold {
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Notify,
 }
 
 /// A stand-in facilitator: a real HTTP(S) server on 127.0.0.1 that checks each request's shape
@@ -672,6 +690,12 @@ impl Facilitator {
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let body: Value = serde_json::from_slice(&body).unwrap();
                             log.lock().unwrap().push((path.clone(), body.clone()));
+                            if path == "/settle"
+                                && let Some(hold) = &behaviour.hold_settle
+                            {
+                                hold.arrived.notify_one();
+                                hold.release.notified().await;
+                            }
                             // What a real facilitator needs: the payload as the client sent it and
                             // requirements of the same version.
                             let version = body["x402Version"].as_u64().unwrap();
@@ -1122,4 +1146,180 @@ async fn a_facilitator_settles_one_of_six_racing_copies_and_an_ipv6_url_works() 
         "invalid_transaction_state",
     );
     assert_eq!(settlements(), 1);
+}
+
+/// A POST whose client hangs up as soon as `hold` says `/settle` arrived; answers once the
+/// server has dropped the request (its in-flight count is back to zero).
+async fn topup_then_hang_up(server: &TestServer, header: &str, hold: &Hold) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let request = format!(
+        "POST /api/v1/topup/10 HTTP/1.1\r\nHost: x\r\nX-PAYMENT: {header}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    hold.arrived.notified().await;
+    drop(stream);
+    // hyper drops the request's future when it sees the hang-up; wait for that state (bounded).
+    let metrics = server.running().state().metrics.clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.requests_in_flight() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never dropped the request"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_during_settlement_is_still_credited_once() {
+    let hold = Arc::new(Hold::default());
+    let (facilitator, server) = facilitator_server(Behaviour {
+        hold_settle: Some(hold.clone()),
+        ..Behaviour::default()
+    })
+    .await;
+    let wallet = EvmWallet::new();
+    let pay = Pay::new(&wallet);
+    let header = pay.v1();
+    topup_then_hang_up(&server, &header, &hold).await;
+    // The request is gone; the settlement is still journaled and in flight.
+    let state = server.running().state().clone();
+    assert_eq!(state.tasks.running(), 1);
+    let journal = state
+        .store
+        .read(eliza_cloud::store::settlements::list_settlements)
+        .unwrap();
+    assert_eq!(journal.len(), 1, "journaled before /settle was sent");
+    assert_eq!(journal[0].state.as_str(), "settling");
+    hold.release.notify_one();
+    state.tasks.idle().await;
+    let journal = state
+        .store
+        .read(eliza_cloud::store::settlements::list_settlements)
+        .unwrap();
+    assert!(journal.is_empty(), "the credit removed the journal record");
+    let (balance, _) = balance_of_wallet(&server, &wallet).await;
+    assert_eq!(
+        balance, "10.000000",
+        "credited, once, without a sign-up bonus"
+    );
+    // The same authorization again is refused without reaching the facilitator.
+    let r = pay_only(&server, &header).await;
+    assert_refused(&r, "invalid_transaction_state");
+    assert_eq!(facilitator.paths(), ["/verify", "/settle"]);
+}
+
+/// Starts the real binary against `facilitator`, sends one top-up paid with a fresh
+/// authorization, waits until `/settle` arrived (the facilitator holds it), and kills the
+/// server with SIGKILL. Answers the authorization's key and the killed server's stderr.
+async fn kill_during_settlement(
+    data: &std::path::Path,
+    facilitator: &Facilitator,
+    hold: &Hold,
+) -> (String, String) {
+    use tokio::io::AsyncWriteExt;
+    let url = facilitator.url();
+    let server = crate::support::Binary::serve(
+        data,
+        &[
+            "--x402-pay-to",
+            PAY_TO,
+            "--x402-facilitator",
+            &url,
+            "--log-level",
+            "warn",
+        ],
+        &[],
+    );
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let pay = Pay::at(&EvmWallet::new(), now_secs);
+    let key = format!(
+        "x402:base-sepolia:{}:0x{}",
+        pay.from.to_lower_hex(),
+        to_hex(&pay.nonce)
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/topup/10 HTTP/1.1\r\nHost: x\r\nX-PAYMENT: {}\r\nContent-Length: 0\r\n\r\n",
+        pay.v1()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    hold.arrived.notified().await;
+    let stderr = server.kill();
+    (key, stderr)
+}
+
+fn cli(args: &[&str], data: &std::path::Path) -> (i32, String, String) {
+    let mut all = args.to_vec();
+    let data = data.to_str().unwrap();
+    all.extend(["--data", data]);
+    crate::support::run_cli(&all, &[])
+}
+
+#[tokio::test]
+async fn a_settlement_cut_by_a_crash_is_unknown_until_the_operator_resolves_it() {
+    let hold = Arc::new(Hold::default());
+    let facilitator = Facilitator::start(
+        Behaviour {
+            hold_settle: Some(hold.clone()),
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await;
+    let (_tmp, data) = crate::support::temp_data_dir();
+
+    // Killed while /settle is held: the offline listing (run before any restart) says unknown.
+    let (key, _) = kill_during_settlement(&data, &facilitator, &hold).await;
+    let (code, out, err) = cli(&["payments", "pending"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out.lines().find(|l| l.starts_with(&key)).expect(&out);
+    assert!(line.contains("\tunknown\t"), "{line}");
+    assert!(line.contains("10.000000"), "{line}");
+    // check reports it and fails until it is resolved.
+    let (code, out, _) = cli(&["check"], &data);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&key), "{out}");
+    // Resolved as credited: once, under the authorization's idempotency key.
+    let (code, out, err) = cli(&["payments", "resolve", &key, "credit"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("credited 10.000000"), "{out}");
+    let (code, _, err) = cli(&["payments", "resolve", &key, "credit"], &data);
+    assert_eq!(code, 1, "a resolved settlement cannot be resolved again");
+    assert!(err.contains("no unresolved settlement"), "{err}");
+    let (code, out, _) = cli(&["orgs", "list"], &data);
+    assert_eq!(code, 0);
+    let payer_org = out
+        .lines()
+        .find(|l| l.contains(&key.split(':').nth(2).unwrap().to_string()))
+        .expect(&out);
+    assert!(payer_org.contains("\t10.000000\t"), "{payer_org}");
+    let (code, out, _) = cli(&["check"], &data);
+    assert_eq!(code, 0, "{out}");
+
+    // Killed again; this time a server starts on the data first: it marks the interrupted
+    // settlement unknown and says so at error level.
+    let (key, _) = kill_during_settlement(&data, &facilitator, &hold).await;
+    let restarted = crate::support::Binary::serve(&data, &["--log-level", "warn"], &[]);
+    let (_, stderr) = restarted.terminate();
+    let logged = stderr
+        .lines()
+        .find(|l| l.contains(&key))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(logged.contains("ERROR"), "{logged}");
+    assert!(logged.contains("unknown"), "{logged}");
+    let (_, out, _) = cli(&["payments", "pending"], &data);
+    let line = out.lines().find(|l| l.starts_with(&key)).expect(&out);
+    assert!(line.contains("interrupted"), "{line}");
+    let (code, out, _) = cli(&["payments", "resolve", &key, "refuse"], &data);
+    assert_eq!(code, 0, "{out}");
+    let (_, out, _) = cli(&["payments", "pending"], &data);
+    assert!(!out.contains(&key), "{out}");
+    let (code, out, _) = cli(&["check"], &data);
+    assert_eq!(code, 0, "{out}");
 }
