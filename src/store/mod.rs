@@ -205,6 +205,14 @@ impl Store {
     /// that write: they never create a database by accident and never migrate one (SPEC §1).
     pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
         let path = existing_database(dir)?;
+        // The version is read through a read-only open first, so a database of another schema
+        // is refused before a writable open has touched a byte of it. A file that needs the
+        // repair of an unclean shutdown can only be read writable (a repair is not a migration).
+        match ReadOnlyStore::open_file(&path, dir) {
+            Ok(read_only) => require_current_schema(read_only.schema_version()?)?,
+            Err(StoreError::NeedsRepair) => {}
+            Err(e) => return Err(e),
+        }
         let db = Database::open(&path).map_err(|e| locked_or(e, dir))?;
         require_current_schema(migrations::stored_version(&db)?)?;
         Ok(Store {

@@ -417,3 +417,88 @@ async fn shutdown_closes_idle_connections_and_meets_its_deadline() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn idle_connections_of_either_protocol_are_closed() {
+    // A header timeout longer than the idle timeout, so HTTP/1.1 is closed by the idle rule too.
+    let server = TestServer::start_with(|c| {
+        c.idle_timeout = Duration::from_millis(300);
+        c.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // h2c: the client answers the server's pings, so only an idle timeout ends the connection.
+    let stream = TcpStream::connect(server.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = Request::get("http://x/healthz")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = response.into_body().collect().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "an idle h2c connection stayed open");
+    // HTTP/1.1 keep-alive: served, then closed once idle.
+    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, closed) = read_until_close(&mut stream, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "an idle HTTP/1.1 connection stayed open");
+}
+
+/// Connects from `local` (a loopback address of this machine) and sends one request; answers
+/// the stream (kept open) and whether it was answered.
+async fn served_from(server: &TestServer, local: [u8; 4]) -> (TcpStream, bool) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((local, 0))).unwrap();
+    let mut stream = socket.connect(server.addr()).await.unwrap();
+    let _ = stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 12];
+    let answered = matches!(
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 200")
+    );
+    (stream, answered)
+}
+
+#[tokio::test]
+async fn one_client_address_cannot_hold_every_connection() {
+    let server = TestServer::start_with(|c| c.max_connections_per_address = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (stream, answered) = served_from(&server, [127, 0, 0, 1]).await;
+        assert!(answered);
+        held.push(stream);
+    }
+    // The fourth from that address is closed unanswered; another address is served.
+    let (_, answered) = served_from(&server, [127, 0, 0, 1]).await;
+    assert!(!answered, "a fourth connection from one address was served");
+    let (_other, answered) = served_from(&server, [127, 0, 0, 2]).await;
+    assert!(answered, "another address was locked out");
+    let metrics = String::from_utf8(server.get_from_other_address().await).unwrap();
+    assert!(
+        metrics.contains("eliza_connections_refused_per_address_total 1"),
+        "{metrics}"
+    );
+    // A connection given back makes room again.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_s, answered) = served_from(&server, [127, 0, 0, 1]).await;
+        if answered {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+    }
+}

@@ -670,3 +670,195 @@ proptest! {
         });
     }
 }
+
+/// Sends `request` on a connection of its own and hangs up at once; answers once the server has
+/// dropped the request's future (its in-flight count is back to zero; a bounded wait).
+async fn send_and_hang_up(server: &TestServer, request: &str) {
+    use tokio::io::AsyncWriteExt;
+    let metrics = server.running().state().metrics.clone();
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.requests_in_flight() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    drop(stream);
+    while metrics.requests_in_flight() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never dropped");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// The status of whoami with `key`, once it stops being 200 (bounded: the commit runs on the
+/// blocking pool after the test releases the write lock).
+async fn whoami_once_changed(server: &TestServer, key: &str) -> u16 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = server.whoami_status(key).await;
+        if status != 200 || tokio::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoke_or_regenerate_whose_request_was_dropped_still_takes_effect() {
+    let server = TestServer::start().await;
+    let db = server.running().state().store.clone();
+    let operator = server.operator_key.clone();
+    for action in ["delete", "regenerate", "disable"] {
+        let (id, key, _) = server.create_key(json!({"name": action})).await;
+        // Cached by a first use.
+        assert_eq!(server.whoami_status(&key).await, 200);
+        // Hold the write lock so the change commits only after its request was dropped.
+        let held = db.database().begin_write().unwrap();
+        let request = match action {
+            "delete" => format!(
+                "DELETE /api/v1/api-keys/{id} HTTP/1.1\r\nHost: x\r\nX-API-Key: {operator}\r\n\r\n"
+            ),
+            "regenerate" => format!(
+                "POST /api/v1/api-keys/{id}/regenerate HTTP/1.1\r\nHost: x\r\nX-API-Key: {operator}\r\nContent-Length: 0\r\n\r\n"
+            ),
+            _ => {
+                let body = r#"{"is_active":false}"#;
+                format!(
+                    "PATCH /api/v1/api-keys/{id} HTTP/1.1\r\nHost: x\r\nX-API-Key: {operator}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+        };
+        send_and_hang_up(&server, &request).await;
+        held.abort().unwrap();
+        assert_eq!(
+            whoami_once_changed(&server, &key).await,
+            401,
+            "{action}: the old key still worked after the commit"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_key_list_pages_newest_first_and_refuses_out_of_range_paging() {
+    let server = TestServer::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        server.clock.advance_millis(1000);
+        ids.push(server.create_key(json!({"name": format!("k{i}")})).await.0);
+    }
+    let key = server.operator_key.clone();
+    let r = server
+        .get("/api/v1/api-keys?page=2&limit=2", &[("x-api-key", &key)])
+        .await;
+    r.assert_status(StatusCode::OK);
+    let json = r.json();
+    assert_eq!(json["page"], 2);
+    assert_eq!(json["limit"], 2);
+    assert_eq!(json["total"], 6, "five keys and the operator's");
+    let shown: Vec<&str> = json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    assert!(json["keys"][0]["app_id"].is_null());
+    let r = server.get("/api/v1/api-keys", &[("x-api-key", &key)]).await;
+    assert_eq!(r.json()["limit"], 50);
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("page=0", "page"),
+        ("limit=x", "limit"),
+    ] {
+        let r = server
+            .get(&format!("/api/v1/api-keys?{query}"), &[("x-api-key", &key)])
+            .await;
+        let error = r.assert_error(400, "VALIDATION_ERROR");
+        assert_eq!(error["param"], param, "{query}");
+        assert_eq!(error["type"], "invalid_request_error");
+    }
+    let r = server
+        .get("/api/v1/credits?limit=1000", &[("x-api-key", &key)])
+        .await;
+    assert_eq!(r.assert_error(400, "VALIDATION_ERROR")["param"], "limit");
+}
+
+#[tokio::test]
+async fn an_app_key_reaches_only_what_its_scope_allows() {
+    let server = TestServer::start().await;
+    let state = server.running().state().clone();
+    // An app's key, as §10's app routes will mint it: its organization's, scoped to one app.
+    let (_, operator_key_id, _) = {
+        let r = server
+            .get(
+                "/api/v1/auth/whoami",
+                &[("x-api-key", &server.operator_key)],
+            )
+            .await
+            .json();
+        (
+            r["organization"]["id"].as_str().unwrap().to_string(),
+            r["apiKey"]["id"].as_str().unwrap().to_string(),
+            (),
+        )
+    };
+    let operator_key_id = Uuid::parse_str(&operator_key_id).unwrap();
+    let app_key = generate_key(KeyType::Live);
+    let (hash, prefix) = (app_key.hash(), app_key.display_prefix());
+    state
+        .store
+        .write_blocking(move |txn| {
+            let owner = eliza_cloud::store::keys::get_key(txn, operator_key_id)?.unwrap();
+            let mut record = ApiKeyRecord::fresh(
+                owner.organization_id,
+                owner.user_id,
+                "app".into(),
+                KeyType::Live,
+                prefix,
+                hash,
+                0,
+            );
+            record.app_id = Some(Uuid::new_v4());
+            insert_key(txn, &record)
+        })
+        .await
+        .unwrap();
+    let key = app_key.expose();
+    // Whoami and the catch-all take any credential; the organization's routes refuse the scope.
+    assert_eq!(server.whoami_status(key).await, 200);
+    server
+        .get("/api/v1/nope", &[("x-api-key", key)])
+        .await
+        .assert_error(404, "NOT_FOUND");
+    for path in ["/api/v1/dashboard", "/api/v1/credits", "/api/v1/api-keys"] {
+        let error = server
+            .get(path, &[("x-api-key", key)])
+            .await
+            .assert_error(403, "FORBIDDEN");
+        assert_eq!(error["type"], "permission_error", "{path}");
+    }
+    server
+        .json_as(key, Method::POST, "/api/v1/api-keys", json!({"name": "x"}))
+        .await
+        .assert_error(403, "FORBIDDEN");
+    // The organization lists it with its app, and cannot manage it as an organization key.
+    let r = server
+        .get("/api/v1/api-keys", &[("x-api-key", &server.operator_key)])
+        .await
+        .json();
+    let listed = r["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "app")
+        .unwrap()
+        .clone();
+    assert!(listed["app_id"].is_string());
+    let id = listed["id"].as_str().unwrap();
+    server
+        .operator_json(Method::DELETE, &format!("/api/v1/api-keys/{id}"), json!({}))
+        .await
+        .assert_error(404, "NOT_FOUND");
+}

@@ -332,3 +332,54 @@ fn version_and_missing_database() {
     assert_eq!(code, 1);
     assert!(err.contains(missing.to_str().unwrap()), "{err}");
 }
+
+/// The schema version recorded in a database file, read without changing it.
+fn recorded_version(path: &std::path::Path) -> u64 {
+    let db = redb::ReadOnlyDatabase::open(path).unwrap();
+    eliza_cloud::store::migrations::stored_version(&db).unwrap()
+}
+
+#[tokio::test]
+async fn backup_and_check_never_migrate_an_older_database() {
+    use eliza_cloud::store::migrations::{SCHEMA_VERSION, force_schema_version};
+    let mut server = TestServer::start().await;
+    let data = data_arg(&server);
+    server.stop().await;
+    let file = server.data_dir().join(eliza_cloud::store::DATABASE_FILE);
+    // As an older binary left it.
+    let older = SCHEMA_VERSION - 1;
+    {
+        let db = redb::Database::open(&file).unwrap();
+        force_schema_version(&db, older).unwrap();
+    }
+    let digest = |path: &std::path::Path| {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+    };
+    let before = digest(&file);
+    // backup copies it as it is.
+    let out_file = server.dir.path().join("older.redb");
+    let (code, out, err) = cli(&data, &["backup", "--out", out_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("schema {older}")), "{out}");
+    assert_eq!(recorded_version(&file), older, "backup migrated the source");
+    assert_eq!(recorded_version(&out_file), older, "the copy is as it was");
+    // check (and every other offline command) refuses it with a message, changing nothing.
+    for args in [
+        &["check"][..],
+        &["keys", "list"],
+        &["payments", "pending"],
+        &["orgs", "grant-credits", "operator", "1"],
+    ] {
+        let (code, _, err) = cli(&data, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("offline commands never migrate"), "{err}");
+        assert!(digest(&file) == before, "{args:?} changed the file");
+    }
+    // The server migrates it.
+    server.restart().await;
+    server.stop().await;
+    assert_eq!(recorded_version(&file), SCHEMA_VERSION);
+    let (code, out, _) = cli(&data, &["check"]);
+    assert_eq!(code, 0, "{out}");
+}

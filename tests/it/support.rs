@@ -230,6 +230,21 @@ impl TestServer {
             .as_u16()
     }
 
+    /// `GET /metrics` from 127.0.0.3, an address no test holds connections from.
+    pub async fn get_from_other_address(&self) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
+        let mut stream = socket.connect(self.addr()).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
     /// Stops the server (drain included) and releases the database.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {

@@ -546,3 +546,43 @@ async fn new_wallet_accounts_are_limited_per_client_address() {
         ok(&whoami(&server, &known, t + 6_001 + i).await);
     }
 }
+
+/// Replay marks stored durably (one per accepted wallet-signed request).
+fn stored_marks(server: &TestServer) -> u64 {
+    use redb::ReadableTableMetadata;
+    server
+        .running()
+        .state()
+        .store
+        .read(|txn| {
+            Ok::<_, eliza_cloud::store::StoreError>(
+                txn.open_table(eliza_cloud::store::tables::WALLET_REPLAY)
+                    .unwrap()
+                    .len()
+                    .unwrap(),
+            )
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_flood_of_fresh_signatures_is_refused_before_any_durable_write() {
+    let server = TestServer::start().await;
+    let wallet = EvmWallet::new();
+    // The free plan's bucket holds 60; every request carries a fresh, valid signature.
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..80 {
+        let r = whoami(&server, &wallet, T0.0 + i).await;
+        *statuses.entry(r.status.as_u16()).or_insert(0u64) += 1;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+        }
+    }
+    assert_eq!(statuses[&200], 60, "{statuses:?}");
+    assert_eq!(statuses[&429], 20, "{statuses:?}");
+    assert_eq!(
+        stored_marks(&server),
+        60,
+        "a refused request wrote a replay mark (an fsync) before its bucket said no"
+    );
+}
