@@ -184,7 +184,7 @@ async fn siwe_sign_in_creates_the_account_once_and_rotates_its_key() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["authMethod"], "session");
 
-    // Signing in again: same account, no second bonus, the earlier sign-in keys switched off.
+    // Signing in again: same account, no second bonus, the earlier sign-in keys deleted.
     let r = siwe_sign_in(&server, &wallet).await;
     let j = r.json();
     assert_eq!(j["isNewAccount"], false);
@@ -201,14 +201,129 @@ async fn siwe_sign_in_creates_the_account_once_and_rotates_its_key() {
         .get("/api/v1/api-keys", &[("x-api-key", &latest)])
         .await
         .json();
-    let active: Vec<_> = keys["keys"]
-        .as_array()
+    // Deleted, not switched off (SPEC §5.1): an agent signing in on every start keeps one key.
+    assert_eq!(keys["total"], 1, "{keys}");
+    assert_eq!(keys["keys"][0]["name"], "SIWE sign-in");
+    assert_eq!(keys["keys"][0]["is_active"], true);
+}
+
+#[tokio::test]
+async fn the_verify_routes_refuse_other_content_types_and_foreign_origins() {
+    let server = TestServer::start_with(|c| c.trust_proxy = true).await;
+    let wallet = EvmWallet::new();
+    let n = nonce(&server, "/api/auth/siwe/nonce").await;
+    let text = siwe_for(&server, &n, &wallet).print_unchecked();
+    let body =
+        serde_json::to_vec(&json!({"message": text, "signature": wallet.sign(&text)})).unwrap();
+    for path in ["/api/auth/siwe/verify", "/api/auth/siws/verify"] {
+        // A cross-site form can send these types, never application/json: 415.
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+        ] {
+            let mut headers = vec![("x-forwarded-for", "10.9.0.1")];
+            if let Some(t) = content_type {
+                headers.push(("content-type", t));
+            }
+            let r = server
+                .request(Method::POST, path, &headers, body.clone())
+                .await;
+            let error = r.assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+            assert_eq!(error["type"], "invalid_request_error", "{content_type:?}");
+        }
+        // JSON from another origin: 403.
+        let r = server
+            .request(
+                Method::POST,
+                path,
+                &[
+                    ("content-type", "application/json"),
+                    ("origin", "https://evil.example"),
+                    ("x-forwarded-for", "10.9.0.2"),
+                ],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.assert_error(403, "FORBIDDEN")["type"], "permission_error");
+    }
+    // From our own origin (a page served by us), with its charset parameter, it signs in; the
+    // refused attempts did not use the nonce up.
+    let r = server
+        .request(
+            Method::POST,
+            "/api/auth/siwe/verify",
+            &[
+                ("content-type", "application/json; charset=utf-8"),
+                ("origin", "http://localhost:3000"),
+                ("x-forwarded-for", "10.9.0.3"),
+            ],
+            body,
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+}
+
+/// Resident set size of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-        .iter()
-        .filter(|k| k["is_active"] == true)
-        .collect();
-    assert_eq!(active.len(), 1);
-    assert_eq!(active[0]["name"], "SIWE sign-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_nonce_requests_from_distinct_addresses_locks_nobody_out() {
+    use futures_util::StreamExt;
+    const REQUESTS: u32 = 200_000;
+    let server = TestServer::start_with(|c| c.trust_proxy = true).await;
+    let state = server.running().state().clone();
+    let before = rss_kib();
+    let client = std::sync::Arc::new(crate::support::HttpClient::new(server.addr()));
+    // Each request from an address of its own: IPv4 and IPv6 /64s (the old pool fell to ~1,700
+    // buckets, or one IPv6 /48).
+    let answered = futures_util::stream::iter(0..REQUESTS)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let address = if i % 2 == 0 {
+                    let [_, b, c, d] = i.to_be_bytes();
+                    format!("10.{b}.{c}.{d}")
+                } else {
+                    format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff)
+                };
+                client
+                    .get(
+                        "/api/auth/siwe/nonce",
+                        &[("x-forwarded-for", address.as_str())],
+                    )
+                    .await
+                    .status
+            }
+        })
+        .buffer_unordered(64)
+        .fold(0u32, |ok, status| async move {
+            assert_eq!(status, StatusCode::OK);
+            ok + 1
+        })
+        .await;
+    assert_eq!(answered, REQUESTS);
+    // A sign-in from a fresh address still works.
+    let r = siwe_sign_in(&server, &EvmWallet::new()).await;
+    r.assert_status(StatusCode::OK);
+    // The documented bounds: issuing stores nothing; the used set holds the one sign-in; the
+    // buckets are capped by --max-buckets (default 200,000).
+    assert_eq!(state.nonces.used_count(), 1);
+    assert!(state.limiter.bucket_count() <= state.config.max_buckets);
+    let after = rss_kib();
+    eprintln!(
+        "nonce flood: {REQUESTS} answered; RSS {before} KiB before, {after} KiB after; {} buckets",
+        state.limiter.bucket_count()
+    );
 }
 
 #[tokio::test]
