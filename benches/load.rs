@@ -1,28 +1,33 @@
-//! Load comparison on loopback, in one run, same client and concurrency: a bare hyper
-//! hello-world against `GET /api/v1/auth/whoami` through the full stack (key authentication,
-//! routing, envelope, logging off). Prints both throughputs, their ratio, and the process RSS.
+//! Load comparison on loopback, out of process, one client, same run: the real release binary
+//! (`eliza-cloud serve`, its own process) answering `GET /api/v1/auth/whoami` through the full
+//! stack (key authentication, bucket, usage, metrics, envelope), against a bare hyper hello-world
+//! in another process (this bench executable re-run with `--bare-server`, the same hyper-util auto
+//! builder on a multi-threaded runtime). One `wrk` process drives both, alternating rounds so drift
+//! on the machine hits both alike. Reports requests per second, p50 and p99 latency of both, the
+//! median ratio, the server's RSS before and after, and the ratio with the default `info` request
+//! log (written to a pipe this bench drains, as a terminal or journald would take it).
 //!
-//! Run: `cargo bench --bench load` (LOAD_SECONDS, default 3; LOAD_ROUNDS, default 7;
-//! LOAD_CONCURRENCY, default 32). Loopback throughput on a shared machine swings by a quarter
-//! from one round to the next, so the figure is the median of many short alternating rounds.
+//! Run: `cargo bench --bench load` (LOAD_SECONDS, default 3; LOAD_ROUNDS, default 5;
+//! LOAD_CONNECTIONS, default 32; LOAD_THREADS, wrk's threads, default 2). Needs `wrk`
+//! (`apt-get install wrk`): without it the bench says so and fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http::Response;
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use eliza_cloud::bootstrap::BootstrapOutcome;
-use eliza_cloud::config::ServeConfig;
-use eliza_cloud::time::SystemClock;
+use eliza_cloud::auth::api_key::generate_key;
+use eliza_cloud::store::keys::KeyType;
+use eliza_cloud::time::{Clock, SystemClock};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -31,23 +36,15 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The baseline: hyper's own hello-world, same auto builder as ours.
-async fn bare_hyper() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+/// The baseline process: hyper's hello-world with the same auto builder as ours.
+fn bare_server() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        eprintln!("listening on http://{}", listener.local_addr().unwrap());
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let _ = stream.set_nodelay(true);
@@ -61,132 +58,224 @@ async fn bare_hyper() -> SocketAddr {
             });
         }
     });
-    addr
 }
 
-/// `concurrency` keep-alive HTTP/1.1 connections, each sending requests back to back for
-/// `seconds`; answers requests per second (every answer must be 200).
-async fn drive(
+/// A server process whose stderr is drained by a thread once it said where it listens.
+struct Process {
+    child: Child,
     addr: SocketAddr,
-    path: &str,
-    key: Option<&str>,
-    concurrency: u64,
-    seconds: u64,
-) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (done, stop) = (done.clone(), stop.clone());
-        let uri = format!("http://{addr}{path}");
-        let key = key.map(str::to_string);
-        tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            while !stop.load(Ordering::Relaxed) {
-                let mut req = Request::get(&uri);
-                if let Some(key) = &key {
-                    req = req.header("x-api-key", key);
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Process {
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on http://".len()..].trim();
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
                 }
-                let res = sender
-                    .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), StatusCode::OK, "{:?}", res.headers());
-                res.into_body().collect().await.unwrap();
-                done.fetch_add(1, Ordering::Relaxed);
+                line.clear();
             }
-        }));
+            let _ = reader.read_to_end(&mut Vec::new());
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the server did not start");
+        Process { child, addr }
     }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let count = done.load(Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
     }
-    count as f64 / elapsed
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One wrk run's figures.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `wrk`'s latency text (`512.00us`, `1.20ms`, `2.00s`) in milliseconds.
+fn millis(text: &str) -> f64 {
+    let (number, scale) = if let Some(v) = text.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = text.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = text.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * scale
+}
+
+fn wrk(addr: SocketAddr, path: &str, key: Option<&str>, seconds: u64) -> Figures {
+    let connections = env_num("LOAD_CONNECTIONS", 32);
+    let threads = env_num("LOAD_THREADS", 2);
+    let mut command = Command::new("wrk");
+    command
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency");
+    if let Some(key) = key {
+        command.arg("-H").arg(format!("X-API-Key: {key}"));
+    }
+    let out = command
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "some answers were not 200:\n{text}"
+    );
+    let mut figures = Figures::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => figures.rps = v.parse().unwrap_or(0.0),
+            ["50%", v] => figures.p50_ms = millis(v),
+            ["99%", v] => figures.p99_ms = millis(v),
+            _ => {}
+        }
+    }
+    assert!(figures.rps > 0.0, "wrk printed no rate:\n{text}");
+    figures
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A data directory with the operator's key registered, and a rate limit on its organization
+/// far above what one machine can send (the bucket is still consulted on every request).
+fn prepare(data: &Path) -> String {
+    let key = generate_key(KeyType::Live);
+    let store = eliza_cloud::store::Store::open(data).unwrap();
+    eliza_cloud::bootstrap::ensure_operator(&store, Some(&key), SystemClock.now()).unwrap();
+    store
+        .write(|txn| {
+            let mut org = eliza_cloud::store::orgs::get_org_by_slug(txn, "operator")?.unwrap();
+            org.custom_rate_limit = Some(1_000_000_000);
+            eliza_cloud::store::orgs::update_org(txn, &org)
+        })
+        .unwrap();
+    key.expose().to_string()
+}
+
+fn serve(data: &Path, log_level: &str) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eliza-cloud"));
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--log-level", log_level])
+        .arg("--data")
+        .arg(data);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ELIZA_CLOUD_") {
+            command.env_remove(name);
+        }
+    }
+    Process::spawn(command)
+}
+
+/// Alternating rounds of `bare` and `full`; answers the median of each side and the median
+/// ratio of the rounds.
+fn compare(
+    bare: SocketAddr,
+    full: SocketAddr,
+    key: &str,
+    rounds: u64,
+    seconds: u64,
+) -> (Figures, Figures, f64) {
+    let path = "/api/v1/auth/whoami";
+    // Warm both up.
+    wrk(bare, "/", None, 1);
+    wrk(full, path, Some(key), 1);
+    let (mut b, mut f, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let bare_run = wrk(bare, "/", None, seconds);
+        let full_run = wrk(full, path, Some(key), seconds);
+        let ratio = full_run.rps / bare_run.rps;
+        println!(
+            "  round {round}: bare {:>8.0} req/s, whoami {:>8.0} req/s, ratio {ratio:.3}",
+            bare_run.rps, full_run.rps
+        );
+        b.push(bare_run);
+        f.push(full_run);
+        ratios.push(ratio);
+    }
+    let summary = |runs: &[Figures]| Figures {
+        rps: median(runs.iter().map(|r| r.rps).collect()),
+        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
+        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+    };
+    (summary(&b), summary(&f), median(ratios))
 }
 
 fn main() {
-    // `cargo test --benches` passes --bench-less args; only run the load when benchmarking.
+    if std::env::args().any(|a| a == "--bare-server") {
+        bare_server();
+        return;
+    }
+    // `cargo test --benches` passes these; only run the load when benchmarking.
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    // LOAD_LOG=1: the request log on (info, JSON) written to a sink, to see what logging costs.
-    if std::env::var("LOAD_LOG").is_ok_and(|v| v == "1") {
-        tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::sink)
-            .with_max_level(tracing::Level::INFO)
-            .init();
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("LOAD BENCH NOT RUN: wrk is not installed (apt-get install wrk)");
+        std::process::exit(1);
     }
     let seconds = env_num("LOAD_SECONDS", 3);
-    let concurrency = env_num("LOAD_CONCURRENCY", 32);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut config = ServeConfig::with_data_dir(tmp.path().join("data"));
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut server = eliza_cloud::server::start(config.clone(), Arc::new(SystemClock))
-            .await
-            .unwrap();
-        let key = match server.take_bootstrap() {
-            Some(BootstrapOutcome::Created {
-                new_key: Some(k), ..
-            }) => k.expose().to_string(),
-            other => panic!("unexpected bootstrap {other:?}"),
-        };
-        // The bucket is still consulted on every request, but it must not run dry: give the
-        // operator organization a limit far above what one machine can send, then restart.
-        server.shutdown().await;
-        {
-            let store = eliza_cloud::store::Store::open(&config.data_dir).unwrap();
-            store
-                .write(|txn| {
-                    let mut org =
-                        eliza_cloud::store::orgs::get_org_by_slug(txn, "operator")?.unwrap();
-                    org.custom_rate_limit = Some(1_000_000_000);
-                    eliza_cloud::store::orgs::update_org(txn, &org)
-                })
-                .unwrap();
-        }
-        let server = eliza_cloud::server::start(config, Arc::new(SystemClock))
-            .await
-            .unwrap();
-        let bare = bare_hyper().await;
-        let rss_before = rss_kib();
-        let rounds = env_num("LOAD_ROUNDS", 7);
-        // Warm both up, then alternate them so drift on the machine hits both alike.
-        drive(bare, "/", None, concurrency, 1).await;
-        drive(server.local_addr(), "/api/v1/auth/whoami", Some(&key), concurrency, 1).await;
-        let mut ratios = Vec::new();
-        let (mut bare_total, mut full_total) = (0.0, 0.0);
-        for round in 1..=rounds {
-            let bare_rps = drive(bare, "/", None, concurrency, seconds).await;
-            let full_rps = drive(server.local_addr(), "/api/v1/auth/whoami", Some(&key), concurrency, seconds).await;
-            println!("round {round}: bare {bare_rps:>8.0} req/s, whoami {full_rps:>8.0} req/s, ratio {:.3}", full_rps / bare_rps);
-            ratios.push(full_rps / bare_rps);
-            bare_total += bare_rps;
-            full_total += full_rps;
-        }
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
-        let rss_after = rss_kib();
-        let logging = if std::env::var("LOAD_LOG").is_ok_and(|v| v == "1") { "on (JSON to a sink)" } else { "off" };
-        println!("load: {concurrency} connections, {rounds} rounds of {seconds} s each, HTTP/1.1 keep-alive on loopback, request log {logging}");
-        println!("bare hyper hello-world : {:>10.0} req/s (mean)", bare_total / rounds as f64);
-        println!("eliza-cloud whoami     : {:>10.0} req/s (mean)", full_total / rounds as f64);
-        println!("ratio (whoami / bare)  : {median:>10.3} (median of rounds)");
-        println!("process RSS            : {rss_before} KiB before, {rss_after} KiB after");
-        server.shutdown().await;
+    let rounds = env_num("LOAD_ROUNDS", 5);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key = prepare(&data);
+    let bare = Process::spawn({
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.arg("--bare-server");
+        c
     });
+    for log_level in ["warn", "info"] {
+        let server = serve(&data, log_level);
+        let rss_before = server.rss_kib();
+        println!("request log at {log_level}:");
+        let (b, f, ratio) = compare(bare.addr, server.addr, &key, rounds, seconds);
+        let rss_after = server.rss_kib();
+        println!(
+            "  bare hyper hello-world : {:>8.0} req/s, p50 {:.3} ms, p99 {:.3} ms (medians)",
+            b.rps, b.p50_ms, b.p99_ms
+        );
+        println!(
+            "  eliza-cloud whoami     : {:>8.0} req/s, p50 {:.3} ms, p99 {:.3} ms (medians)",
+            f.rps, f.p50_ms, f.p99_ms
+        );
+        println!("  ratio (whoami / bare)  : {ratio:.3} (median of {rounds} rounds)");
+        println!("  server RSS             : {rss_before} KiB before, {rss_after} KiB after");
+        drop(server);
+    }
 }

@@ -284,47 +284,39 @@ impl Drop for AddressSlot {
 }
 
 /// What a connection is doing, for its idle timer: requests in flight (a request counts until
-/// its response body has been sent, or dropped) and when that number last changed.
+/// its response body has been sent, or dropped) and a counter bumped whenever a request starts or
+/// ends. Atomics only: the timer does the clock reading, not the requests.
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
-    last_change: std::sync::Mutex<tokio::time::Instant>,
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
     fn new() -> Arc<Activity> {
         Arc::new(Activity {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-            last_change: std::sync::Mutex::new(tokio::time::Instant::now()),
+            changes: std::sync::atomic::AtomicU64::new(0),
         })
-    }
-
-    fn touch(&self) {
-        *self.last_change.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-    }
-
-    fn last_change(&self) -> tokio::time::Instant {
-        *self.last_change.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn start(self: &Arc<Self>) -> RequestActivity {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.touch();
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         RequestActivity(self.clone())
     }
 
-    /// Returns once the connection has had no request in flight for `timeout`.
+    /// Returns once a whole `timeout` passed with no request in flight and none starting or
+    /// ending: an idle connection is closed between one and two timeouts after its last answer.
     async fn idle_for(&self, timeout: Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
         loop {
-            if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                tokio::time::sleep(timeout).await;
-                continue;
-            }
-            let deadline = self.last_change() + timeout;
-            if tokio::time::Instant::now() >= deadline {
+            let seen = self.changes.load(SeqCst);
+            tokio::time::sleep(timeout).await;
+            if self.in_flight.load(SeqCst) == 0 && self.changes.load(SeqCst) == seen {
                 return;
             }
-            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -334,10 +326,9 @@ struct RequestActivity(Arc<Activity>);
 
 impl Drop for RequestActivity {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.in_flight.fetch_sub(1, SeqCst);
+        self.0.changes.fetch_add(1, SeqCst);
     }
 }
 

@@ -26,6 +26,20 @@ pub struct Identity {
     pub key: Option<ApiKeyRecord>,
     pub organization: OrgRecord,
     pub user: UserRecord,
+    /// The `whoami` answer for this snapshot, made on first use. It lives and dies with the
+    /// snapshot, so it is invalidated exactly when the key's cache entry is.
+    pub whoami: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Identity {
+    pub fn new(key: Option<ApiKeyRecord>, organization: OrgRecord, user: UserRecord) -> Identity {
+        Identity {
+            key,
+            organization,
+            user,
+            whoami: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// How long a cached lookup may be served before it is read again (a backstop only).
@@ -102,8 +116,8 @@ mod tests {
     fn identity() -> Arc<Identity> {
         let org = Uuid::new_v4();
         let user = Uuid::new_v4();
-        Arc::new(Identity {
-            key: Some(ApiKeyRecord::fresh(
+        Arc::new(Identity::new(
+            Some(ApiKeyRecord::fresh(
                 org,
                 user,
                 "k".into(),
@@ -112,7 +126,7 @@ mod tests {
                 KeyHash([1; 32]),
                 0,
             )),
-            organization: OrgRecord {
+            OrgRecord {
                 id: org,
                 name: "o".into(),
                 slug: "o".into(),
@@ -122,7 +136,7 @@ mod tests {
                 created_at: 0,
                 updated_at: 0,
             },
-            user: UserRecord {
+            UserRecord {
                 id: user,
                 organization_id: org,
                 name: None,
@@ -133,7 +147,7 @@ mod tests {
                 created_at: 0,
                 updated_at: 0,
             },
-        })
+        ))
     }
 
     #[test]

@@ -68,6 +68,13 @@ impl Principal {
         self.identity.key.as_ref()
     }
 
+    /// This credential's `whoami` answer, made once per identity snapshot by `make` (an API
+    /// key's snapshot lives in the key cache, so its answer is served from bytes until the key
+    /// changes; sessions and wallets get a fresh snapshot per request).
+    pub fn whoami_bytes(&self, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.identity.whoami.get_or_init(make).clone()
+    }
+
     /// The credential's scope: its organization, or one app of it for an app's key.
     pub fn scope(&self) -> scope::Scope {
         let organization = self.identity.organization.id;
@@ -312,11 +319,9 @@ async fn lookup_key(state: &AppState, token: &str) -> Result<Arc<Identity>, Auth
             };
             let org = get_org(txn, key.organization_id)?;
             let user = get_user(txn, key.user_id)?;
-            Ok(org.zip(user).map(|(organization, user)| Identity {
-                key: Some(key),
-                organization,
-                user,
-            }))
+            Ok(org
+                .zip(user)
+                .map(|(organization, user)| Identity::new(Some(key), organization, user)))
         })
         .await
         .map_err(|e| {
@@ -386,11 +391,7 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
     Ok(Principal {
         method: AuthMethod::Session,
         grant: Grant::Unrestricted,
-        identity: Arc::new(Identity {
-            key: None,
-            organization,
-            user,
-        }),
+        identity: Arc::new(Identity::new(None, organization, user)),
     })
 }
 
@@ -490,11 +491,7 @@ async fn authenticate_wallet(
         Principal {
             method: AuthMethod::WalletSignature,
             grant: Grant::Unrestricted,
-            identity: Arc::new(Identity {
-                key: None,
-                organization: account.organization,
-                user: account.user,
-            }),
+            identity: Arc::new(Identity::new(None, account.organization, account.user)),
         },
         drawn,
     ))

@@ -510,7 +510,7 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::Readyz => api::ops::readyz(state).await,
         Route::Metrics => Ok(api::ops::metrics(state)),
         Route::CorsPreflight => Ok(preflight()),
-        Route::Whoami => Ok(api::auth::whoami(call.principal()?)),
+        Route::Whoami => api::auth::whoami(call.principal()?),
         Route::Dashboard => api::dashboard::dashboard(state, call.principal()?, call.rate).await,
         Route::Credits => api::dashboard::credits(state, call.principal()?, call.query()).await,
         Route::ListApiKeys => api::keys::list(state, call.principal()?, call.query()).await,
