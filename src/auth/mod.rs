@@ -155,10 +155,12 @@ impl std::fmt::Debug for Presented<'_> {
     }
 }
 
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// The header's one value; a repeated header is refused as `failure`.
 fn one_value<'a>(
     headers: &'a HeaderMap,
-    name: &str,
+    name: &http::HeaderName,
     failure: AuthFailure,
 ) -> Result<Option<&'a [u8]>, AuthFailure> {
     let mut values = headers.get_all(name).iter();
@@ -169,7 +171,10 @@ fn one_value<'a>(
     Ok(first.map(|v| v.as_bytes()))
 }
 
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, AuthFailure> {
+fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &http::HeaderName,
+) -> Result<Option<&'a [u8]>, AuthFailure> {
     let repeated = AuthFailure::api_key(header::HeaderError::Repeated.reason());
     one_value(headers, name, repeated)
 }
@@ -177,19 +182,15 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u
 /// Whether the request carries any of the wallet-signature headers: then its body must be read
 /// before authentication, because the signature covers it.
 pub fn presents_wallet_headers(headers: &HeaderMap) -> bool {
-    [
-        wallet::ADDRESS_HEADER,
-        wallet::TIMESTAMP_HEADER,
-        wallet::SIGNATURE_HEADER,
-    ]
-    .iter()
-    .any(|name| headers.contains_key(*name))
+    [&wallet::ADDRESS, &wallet::TIMESTAMP, &wallet::SIGNATURE]
+        .into_iter()
+        .any(|name| headers.contains_key(name))
 }
 
 /// Whether the request presents any credential (well formed or not): then it must be valid.
 pub fn presents_credential(headers: &HeaderMap) -> bool {
     presents_wallet_headers(headers)
-        || headers.contains_key("x-api-key")
+        || headers.contains_key(&X_API_KEY)
         || headers.contains_key(http::header::AUTHORIZATION)
         || !matches!(
             session::session_token(
@@ -207,20 +208,20 @@ pub fn presents_credential(headers: &HeaderMap) -> bool {
 /// `Authorization: Bearer`, then the `eliza_session` cookie.
 pub fn presented_credential(headers: &HeaderMap) -> Result<Option<Presented<'_>>, AuthFailure> {
     let repeated = AuthFailure::wallet(wallet::WalletError::HeaderValue.reason());
-    let address = one_value(headers, wallet::ADDRESS_HEADER, repeated)?;
-    let timestamp = one_value(headers, wallet::TIMESTAMP_HEADER, repeated)?;
-    let signature = one_value(headers, wallet::SIGNATURE_HEADER, repeated)?;
+    let address = one_value(headers, &wallet::ADDRESS, repeated)?;
+    let timestamp = one_value(headers, &wallet::TIMESTAMP, repeated)?;
+    let signature = one_value(headers, &wallet::SIGNATURE, repeated)?;
     if let Some(found) = wallet::parse_headers(address, timestamp, signature)
         .map_err(|e| AuthFailure::wallet(e.reason()))?
     {
         return Ok(Some(Presented::Wallet(found)));
     }
-    if let Some(value) = single_header(headers, "x-api-key")? {
+    if let Some(value) = single_header(headers, &X_API_KEY)? {
         let token =
             header::parse_api_key_header(value).map_err(|e| AuthFailure::api_key(e.reason()))?;
         return Ok(Some(Presented::ApiKey(token)));
     }
-    if let Some(value) = single_header(headers, "authorization")? {
+    if let Some(value) = single_header(headers, &http::header::AUTHORIZATION)? {
         let token = header::parse_bearer(value).map_err(|e| AuthFailure::api_key(e.reason()))?;
         return Ok(Some(Presented::ApiKey(token)));
     }

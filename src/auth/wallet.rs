@@ -19,6 +19,10 @@ use crate::web::query::parse_query;
 pub const ADDRESS_HEADER: &str = "x-wallet-address";
 pub const TIMESTAMP_HEADER: &str = "x-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-wallet-signature";
+/// The three as header names (a `&str` name is parsed anew on every lookup).
+pub static ADDRESS: http::HeaderName = http::HeaderName::from_static(ADDRESS_HEADER);
+pub static TIMESTAMP: http::HeaderName = http::HeaderName::from_static(TIMESTAMP_HEADER);
+pub static SIGNATURE: http::HeaderName = http::HeaderName::from_static(SIGNATURE_HEADER);
 
 /// How far the signed timestamp may be from the server clock, either way (SPEC §6).
 pub const MAX_SKEW_MS: i64 = 5 * 60_000;

@@ -14,11 +14,53 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
-/// Every response body the server sends.
-pub type Body = BoxBody<Bytes, Infallible>;
+/// Every response body the server sends: whole bytes (no allocation beyond the bytes), or any
+/// other body boxed (streams).
+pub enum Body {
+    Full(Full<Bytes>),
+    Boxed(BoxBody<Bytes, Infallible>),
+}
+
+impl Body {
+    /// Any other body, boxed.
+    pub fn boxed(
+        body: impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+    ) -> Body {
+        Body::Boxed(body.boxed())
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            Body::Boxed(boxed) => std::pin::Pin::new(boxed).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(full) => full.is_end_stream(),
+            Body::Boxed(boxed) => boxed.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Full(full) => full.size_hint(),
+            Body::Boxed(boxed) => boxed.size_hint(),
+        }
+    }
+}
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
+    Body::Full(Full::new(bytes.into()))
 }
 
 pub fn empty() -> Body {

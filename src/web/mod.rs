@@ -29,6 +29,13 @@ use route::{
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+// Header names as constants: a `&str` name is parsed and hashed anew on every use.
+static REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+static RATE_LIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+static RATE_LIMIT_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining");
+static RATE_LIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+static FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Headers browsers may send cross-origin (SPEC §1's list plus the usual ones).
@@ -43,7 +50,7 @@ const CORS_EXPOSE_HEADERS: &str = "X-Request-Id, X-RateLimit-Limit, X-RateLimit-
 /// The caller's `X-Request-Id` when it is sane (1..=128 of `[A-Za-z0-9._:-]`), else a new
 /// `req_` + 32 hex.
 pub fn request_id_of(headers: &HeaderMap) -> String {
-    if let Some(value) = headers.get(REQUEST_ID_HEADER) {
+    if let Some(value) = headers.get(&REQUEST_ID) {
         let bytes = value.as_bytes();
         let sane = !bytes.is_empty()
             && bytes.len() <= MAX_REQUEST_ID_LEN
@@ -76,7 +83,7 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> st
         return peer.ip();
     }
     headers
-        .get_all("x-forwarded-for")
+        .get_all(&FORWARDED_FOR)
         .iter()
         .next_back()
         .and_then(|v| v.to_str().ok())
@@ -108,18 +115,15 @@ where
     let _in_flight = state.metrics.request_started();
     let request_id = request_id_of(req.headers());
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let route = parse_route(&method, &path);
+    // A clone of the URI shares its bytes: no copy of the path on the hot path.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let route = parse_route(&method, path);
+    let is_api = path.starts_with("/api/");
     // Browsers send `Origin` with every cross-origin request; only those need the CORS headers.
-    let cors = path.starts_with("/api/") && req.headers().contains_key(header::ORIGIN);
+    let cors = is_api && req.headers().contains_key(header::ORIGIN);
     let mut response =
         catch_panics(respond(state, route, req, peer, &request_id), &request_id).await;
-    finish_headers(
-        response.headers_mut(),
-        &request_id,
-        path.starts_with("/api/"),
-        cors,
-    );
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.record_request(route.name(), status, elapsed);
@@ -127,11 +131,12 @@ where
         request_id = %request_id,
         method = %method,
         route = route.name(),
-        path = %loggable_path(&path),
+        path = %loggable_path(path),
         status,
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+    finish_headers(response.headers_mut(), request_id, is_api, cors);
     response
 }
 
@@ -151,20 +156,21 @@ pub async fn catch_panics(
 }
 
 fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
     headers.insert(
-        "x-ratelimit-remaining",
+        RATE_LIMIT_REMAINING.clone(),
         HeaderValue::from(decision.remaining),
     );
     headers.insert(
-        "x-ratelimit-reset",
+        RATE_LIMIT_RESET.clone(),
         HeaderValue::from(decision.reset_unix_secs),
     );
 }
 
-fn finish_headers(headers: &mut HeaderMap, request_id: &str, is_api: bool, cors: bool) {
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID_HEADER, value);
+fn finish_headers(headers: &mut HeaderMap, request_id: String, is_api: bool, cors: bool) {
+    // The id's own buffer becomes the header value (checked, not copied).
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
+        headers.insert(REQUEST_ID.clone(), value);
     }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
