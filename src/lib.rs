@@ -65,7 +65,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    logging::init(config.log_format, config.log_level);
+    // Held to the end of `serve`: dropping it writes the log lines still queued.
+    let _log_writer = logging::init(config.log_format, config.log_level);
     // The default hook prints the panic message, which may hold request data; log the place only.
     std::panic::set_hook(Box::new(|info| {
         let location = info

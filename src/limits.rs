@@ -135,8 +135,11 @@ pub fn client_address(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// One bucket, shared by everyone who draws from it.
+pub type SharedBucket = Arc<Mutex<Bucket>>;
+
 pub struct RateLimiter {
-    buckets: moka::sync::Cache<BucketKey, Arc<Mutex<Bucket>>>,
+    buckets: moka::sync::Cache<BucketKey, SharedBucket>,
 }
 
 impl RateLimiter {
@@ -151,25 +154,33 @@ impl RateLimiter {
     }
 
     pub fn take(&self, key: BucketKey, limit: u32, now: Timestamp) -> Decision {
-        let bucket = self
-            .buckets
-            .get_with(key, || Arc::new(Mutex::new(Bucket::full(limit, now))));
-        match bucket.lock() {
-            Ok(mut bucket) => bucket.take(limit, now),
-            // A poisoned bucket (a panic mid-update) is replaced by a fresh one.
-            Err(poisoned) => {
-                let mut fresh = Bucket::full(limit, now);
-                let decision = fresh.take(limit, now);
-                *poisoned.into_inner() = fresh;
-                decision
-            }
-        }
+        take_from(&self.bucket(key, limit, now), limit, now)
+    }
+
+    /// The bucket of `key`, made full if there is none (and counting as a use of it).
+    pub fn bucket(&self, key: BucketKey, limit: u32, now: Timestamp) -> SharedBucket {
+        self.buckets
+            .get_with(key, || Arc::new(Mutex::new(Bucket::full(limit, now))))
     }
 
     /// Buckets held now (after moka's pending evictions), for tests and metrics.
     pub fn bucket_count(&self) -> u64 {
         self.buckets.run_pending_tasks();
         self.buckets.entry_count()
+    }
+}
+
+/// One token from `bucket`.
+pub fn take_from(bucket: &Mutex<Bucket>, limit: u32, now: Timestamp) -> Decision {
+    match bucket.lock() {
+        Ok(mut bucket) => bucket.take(limit, now),
+        // A poisoned bucket (a panic mid-update) is replaced by a fresh one.
+        Err(poisoned) => {
+            let mut fresh = Bucket::full(limit, now);
+            let decision = fresh.take(limit, now);
+            *poisoned.into_inner() = fresh;
+            decision
+        }
     }
 }
 

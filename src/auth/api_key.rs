@@ -90,38 +90,13 @@ pub fn hash_secret(secret: &str) -> KeyHash {
     KeyHash(Sha256::digest(secret.as_bytes()).into())
 }
 
-/// CRC-32/ISO-HDLC (reflected, polynomial 0xEDB88320, init and xor-out 0xFFFFFFFF).
-// Every index below is a loop counter under 256 or a value masked with 0xFF: none can panic.
-#[allow(clippy::indexing_slicing)]
+/// CRC-32/ISO-HDLC (reflected, polynomial 0xEDB88320, init and xor-out 0xFFFFFFFF: the zlib
+/// and Ethernet CRC), computed by crc32fast. WIRE FORMAT: part of every key ever issued.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc ^ 0xFFFF_FFFF
+    crc32fast::hash(bytes)
 }
 
-/// The checksum characters for `body` (prefix + random part): base62, most significant digit
-/// first, left-padded with `0` to six characters (62^6 > 2^32, so it always fits).
+/// The 6 base62 checksum characters of a key's prefix and random part.
 pub fn checksum_chars(body: &str) -> [u8; CHECKSUM_LEN] {
     let mut value = u64::from(crc32(body.as_bytes()));
     let mut out = [b'0'; CHECKSUM_LEN];

@@ -21,7 +21,7 @@ use crate::store::users::UserRecord;
 
 /// Who a credential speaks for, as one immutable snapshot: the user, the organization and,
 /// for an API key, the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub key: Option<ApiKeyRecord>,
     pub organization: OrgRecord,
@@ -29,6 +29,11 @@ pub struct Identity {
     /// The `whoami` answer for this snapshot, made on first use. It lives and dies with the
     /// snapshot, so it is invalidated exactly when the key's cache entry is.
     pub whoami: std::sync::OnceLock<bytes::Bytes>,
+    /// The rate-limit bucket this credential draws from, fetched from the limiter once per
+    /// snapshot. The limiter keeps the bucket itself: every snapshot of a key (the cache's
+    /// time-to-live renews them at least every minute, well within a bucket's idle expiry) gets
+    /// the same one, so this only saves the limiter's map lookup.
+    pub bucket: std::sync::OnceLock<crate::limits::SharedBucket>,
 }
 
 impl Identity {
@@ -38,6 +43,7 @@ impl Identity {
             organization,
             user,
             whoami: std::sync::OnceLock::new(),
+            bucket: std::sync::OnceLock::new(),
         }
     }
 }

@@ -89,6 +89,20 @@ impl Principal {
     pub fn bucket(&self) -> (crate::limits::BucketKey, u32) {
         bucket_of(self.api_key(), self.user(), self.organization())
     }
+
+    /// One token from this principal's bucket at `now`.
+    pub fn take_token(
+        &self,
+        limiter: &crate::limits::RateLimiter,
+        now: crate::time::Timestamp,
+    ) -> crate::limits::Decision {
+        let (key, limit) = self.bucket();
+        let bucket = self
+            .identity
+            .bucket
+            .get_or_init(|| limiter.bucket(key, limit, now));
+        crate::limits::take_from(bucket, limit, now)
+    }
 }
 
 /// See [`Principal::bucket`].

@@ -476,10 +476,7 @@ where
         let now = state.now();
         let decision = match drawn {
             Some(decision) => decision,
-            None => {
-                let (bucket, limit) = principal.bucket();
-                state.limiter.take(bucket, limit, now)
-            }
+            None => principal.take_token(&state.limiter, now),
         };
         *rate = Some(decision);
         if !decision.allowed {
