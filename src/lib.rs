@@ -9,8 +9,6 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod crypto;
-#[cfg(any(test, fuzzing))]
-pub mod fuzzing;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -10,6 +10,7 @@
 
 mod account;
 mod bootstrap;
+mod fuzz_seeds;
 mod http_core;
 mod keys;
 mod logging;

@@ -1,13 +1,14 @@
-//! Bodies of the cargo-fuzz targets (`fuzz/fuzz_targets/*` are one line each into here), compiled
-//! only for tests and under `cfg(fuzzing)`. The unit test below replays every committed seed in
-//! `fuzz/seeds/<target>/` on stable Rust, so the seeds stay green without a nightly toolchain.
-//! Each body asserts the target's law (never panics, deterministic, round-trips) with `assert!`.
+//! Bodies of the cargo-fuzz targets (`fuzz_targets/*` are one line each into here). They use only
+//! the library's public API. The integration tests include this file too
+//! (`tests/it/fuzz_seeds.rs`) and replay every committed seed in `seeds/<target>/` on stable
+//! Rust, so the seeds stay green without a nightly toolchain. Each body asserts the target's law
+//! (never panics, deterministic, round-trips) with `assert!`.
 
 use http::Method;
 
-use crate::auth::api_key::{classify_presented_key, parse_key};
-use crate::auth::header::{parse_api_key_header, parse_bearer};
-use crate::web::route::{Route, parse_route};
+use eliza_cloud::auth::api_key::{classify_presented_key, parse_key};
+use eliza_cloud::auth::header::{parse_api_key_header, parse_bearer};
+use eliza_cloud::web::route::{Route, parse_route};
 
 /// `METHOD SP PATH` (or a bare path, as GET): routing never panics, is deterministic, and a 405
 /// never allows the method it refused.
@@ -52,15 +53,15 @@ pub fn credential_headers(data: &[u8]) {
         && let Ok(key_type) = parse_key(text)
     {
         assert_eq!(parse_key(text), Ok(key_type));
-        assert!(text.len() == crate::auth::api_key::KEY_LEN);
+        assert!(text.len() == eliza_cloud::auth::api_key::KEY_LEN);
     }
 }
 
 /// Bytes as a stored value of every record type: decoding never panics, and whatever decodes
 /// re-encodes to a value that decodes to the same record.
 pub fn stored_records(data: &[u8]) {
-    use crate::store::codec::{decode, encode};
-    use crate::store::{keys, ledger, orgs, sessions, users};
+    use eliza_cloud::store::codec::{decode, encode};
+    use eliza_cloud::store::{keys, ledger, orgs, sessions, users};
     fn law<T>(data: &[u8])
     where
         T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
@@ -75,12 +76,12 @@ pub fn stored_records(data: &[u8]) {
     law::<keys::ApiKeyRecord>(data);
     law::<sessions::SessionRecord>(data);
     law::<ledger::LedgerEntry>(data);
-    law::<crate::store::payments::PaymentRecord>(data);
+    law::<eliza_cloud::store::payments::PaymentRecord>(data);
 }
 
 /// Query strings: parsing never panics, and what parses survives re-encoding every byte.
 pub fn query_string(data: &[u8]) {
-    use crate::web::query::parse_query;
+    use eliza_cloud::web::query::parse_query;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -107,7 +108,7 @@ pub fn query_string(data: &[u8]) {
 /// RFC 3339 date-times: parsing never panics, and a parsed instant prints to a form that parses
 /// back to the same instant.
 pub fn timestamps(data: &[u8]) {
-    use crate::time::parse_rfc3339;
+    use eliza_cloud::time::parse_rfc3339;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -118,7 +119,7 @@ pub fn timestamps(data: &[u8]) {
 
 /// SIWE messages: parsing never panics, and whatever parses prints back to the same bytes.
 pub fn siwe_message(data: &[u8]) {
-    use crate::auth::siwe::SiweMessage;
+    use eliza_cloud::auth::siwe::SiweMessage;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -129,7 +130,7 @@ pub fn siwe_message(data: &[u8]) {
 
 /// SIWS messages: parsing never panics, and whatever parses prints back to the same bytes.
 pub fn siws_message(data: &[u8]) {
-    use crate::auth::siws::SiwsMessage;
+    use eliza_cloud::auth::siws::SiwsMessage;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -142,10 +143,10 @@ pub fn siws_message(data: &[u8]) {
 /// timestamp \n signature \n method \n path \n query \n body`. Parsing and verifying never panic;
 /// the canonical query does not depend on the order of the pairs; the text has its five lines.
 pub fn wallet_headers(data: &[u8]) {
-    use crate::auth::wallet::{
+    use eliza_cloud::auth::wallet::{
         SignedRequest, canonical_query, parse_headers, payload_sha256, signed_text, verify,
     };
-    use crate::time::Timestamp;
+    use eliza_cloud::time::Timestamp;
     let mut parts = data.splitn(7, |&b| b == b'\n');
     let mut next = || parts.next();
     let (address, timestamp, signature) = (next(), next(), next());
@@ -178,9 +179,9 @@ pub fn wallet_headers(data: &[u8]) {
 /// x402 payment headers: decoding never panics; whatever decodes re-encodes to a header that
 /// decodes to the same payment, and verifying it never panics.
 pub fn payment_header(data: &[u8]) {
-    use crate::x402::payload::PaymentPayload;
-    use crate::x402::verify::{Requirements, verify_payment};
     use base64::Engine;
+    use eliza_cloud::x402::payload::PaymentPayload;
+    use eliza_cloud::x402::verify::{Requirements, verify_payment};
     // The bytes as a header, and as the JSON inside one (base64 of them).
     let as_json = base64::engine::general_purpose::STANDARD.encode(data);
     for header in [data.to_vec(), as_json.into_bytes()] {
@@ -196,7 +197,7 @@ pub fn payment_header(data: &[u8]) {
                 assert_eq!(again.authorization, payment.authorization);
                 assert_eq!(again.signature, payment.signature);
             }
-            let network = crate::x402::X402Config::default().network;
+            let network = eliza_cloud::x402::X402Config::default().network;
             let required = Requirements {
                 network: &network,
                 pay_to: payment.authorization.to,
@@ -211,7 +212,7 @@ pub fn payment_header(data: &[u8]) {
 /// Base58: decoding never panics, and base58 is a bijection (encode(decode(s)) == s); bytes
 /// encode to text that decodes back to them.
 pub fn base58(data: &[u8]) {
-    use crate::crypto::solana::{MAX_BASE58_LEN, base58_decode, base58_encode};
+    use eliza_cloud::crypto::solana::{MAX_BASE58_LEN, base58_decode, base58_encode};
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(bytes) = base58_decode(text)
     {
@@ -220,88 +221,5 @@ pub fn base58(data: &[u8]) {
     let encoded = base58_encode(data);
     if !data.is_empty() && encoded.len() <= MAX_BASE58_LEN {
         assert_eq!(base58_decode(&encoded).ok().as_deref(), Some(data));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    fn replay(target: &str, body: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/seeds")
-            .join(target);
-        let mut count = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let data = std::fs::read(entry.unwrap().path()).unwrap();
-            body(&data);
-            count += 1;
-        }
-        assert!(count > 0, "no seeds in {}", dir.display());
-    }
-
-    #[test]
-    fn route_parser_seeds() {
-        replay("route_parser", super::route_parser);
-    }
-
-    #[test]
-    fn credential_header_seeds() {
-        replay("credential_headers", super::credential_headers);
-    }
-
-    #[test]
-    fn query_string_seeds() {
-        replay("query_string", super::query_string);
-    }
-
-    #[test]
-    fn timestamp_seeds() {
-        replay("timestamps", super::timestamps);
-    }
-
-    #[test]
-    fn siwe_message_seeds() {
-        replay("siwe_message", super::siwe_message);
-    }
-
-    #[test]
-    fn siws_message_seeds() {
-        replay("siws_message", super::siws_message);
-        // The positive seeds parse, so the round-trip law is exercised from the start.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/siws_message");
-        for name in ["positive_00", "positive_01"] {
-            let text = std::fs::read_to_string(dir.join(name)).unwrap();
-            crate::auth::siws::SiwsMessage::parse(&text).unwrap();
-        }
-    }
-
-    #[test]
-    fn wallet_header_seeds() {
-        replay("wallet_headers", super::wallet_headers);
-    }
-
-    #[test]
-    fn payment_header_seeds() {
-        replay("payment_header", super::payment_header);
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/payment_header");
-        let seed = std::fs::read(dir.join("v1_reference")).unwrap();
-        crate::x402::payload::PaymentPayload::decode(&seed).unwrap();
-    }
-
-    #[test]
-    fn base58_seeds() {
-        replay("base58", super::base58);
-    }
-
-    #[test]
-    fn stored_record_seeds() {
-        replay("stored_records", super::stored_records);
-        // The hand-written seed is a real OrgRecord, so the law is exercised, not skipped.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/stored_records");
-        let bytes = std::fs::read(dir.join("org_record")).unwrap();
-        let org: crate::store::orgs::OrgRecord = crate::store::codec::decode(&bytes).unwrap();
-        assert_eq!(org.slug, "operator");
-        assert_eq!(org.custom_rate_limit, Some(6000));
     }
 }
