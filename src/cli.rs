@@ -264,7 +264,8 @@ pub struct OrgsGrantArgs {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "check")]
-/// verify database integrity and the ledger invariants; exits 1 on any violation
+/// check the indexes, the ledger invariants and the settlement journal, read-only (never
+/// migrates or repairs); exits 1 on any violation or unresolved settlement
 pub struct CheckArgs {
     /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
     #[argh(option)]
@@ -273,7 +274,7 @@ pub struct CheckArgs {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "backup")]
-/// write a consistent copy of the database to a new file
+/// write a consistent copy of the database, as it is (never migrated), to a new file
 pub struct BackupArgs {
     /// destination file (must not exist)
     #[argh(option)]
