@@ -3,7 +3,7 @@
 //! and the credit in a task of their own (`x402::settlement`), which this handler only awaits.
 //! Nothing is credited before settlement succeeded, and never twice.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
@@ -19,7 +19,7 @@ use crate::store::settlements::{CreditTo, SettlementRecord, SettlementState, fin
 use crate::web::Call;
 use crate::web::body::{Body, json_body};
 use crate::web::error::ApiError;
-use crate::x402::Settlement;
+use crate::x402::{Settlement, payment_header};
 use crate::x402::payload::{DecodeError, PaymentPayload};
 use crate::x402::required::{
     Offer, payment_response, v1_body, v1_requirement, v2_required_header, v2_requirement,
@@ -27,8 +27,6 @@ use crate::x402::required::{
 use crate::x402::settlement::{Job, Outcome, facilitator_request};
 use crate::x402::verify::{Reason, Requirements, verify_payment};
 
-const V1_HEADER: &str = "x-payment";
-const V2_HEADER: &str = "payment-signature";
 const DESCRIPTION: &str = "Eliza Cloud credit top-up";
 
 /// A 402: the v1 body with `error`, and the v2 `PAYMENT-REQUIRED` header.
@@ -65,19 +63,6 @@ fn wallet_of_body(body: &[u8]) -> Result<Option<Wallet>, ApiError> {
             .map_err(|_| bad()),
         Some(_) => Err(bad()),
     }
-}
-
-/// Whether the request carries a payment header (of either version).
-pub fn has_payment(headers: &HeaderMap) -> bool {
-    payment_header(headers).is_some()
-}
-
-/// The payment header: `X-PAYMENT` (v1), else `PAYMENT-SIGNATURE` (v2).
-fn payment_header(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(V1_HEADER)
-        .or_else(|| headers.get(V2_HEADER))
-        .map(HeaderValue::as_bytes)
 }
 
 /// `POST /api/v1/topup/{amount}`. The call's `new_wallet` is a wallet whose signature headers

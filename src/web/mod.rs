@@ -426,7 +426,7 @@ where
         (Caller::Credential(_), Payment::None) => (true, false),
         // Without a payment the answer is 402 whoever asks; with one, a credential (if any)
         // names who is credited.
-        (Caller::Credential(_), Payment::Required) => (api::topup::has_payment(headers), true),
+        (Caller::Credential(_), Payment::Required) => (crate::x402::has_payment(headers), true),
     };
     let address = client_ip(headers, peer, state.config.trust_proxy);
     let anonymous = !authenticates || (optional && !auth::presents_credential(headers));

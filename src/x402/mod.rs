@@ -8,6 +8,23 @@ pub mod required;
 pub mod settlement;
 pub mod verify;
 
+/// The payment header of SPEC §7 (v1), and of x402 v2.
+pub const V1_PAYMENT_HEADER: &str = "x-payment";
+pub const V2_PAYMENT_HEADER: &str = "payment-signature";
+
+/// The payment a request carries: `X-PAYMENT` (v1), else `PAYMENT-SIGNATURE` (v2).
+pub fn payment_header(headers: &http::HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(V1_PAYMENT_HEADER)
+        .or_else(|| headers.get(V2_PAYMENT_HEADER))
+        .map(http::HeaderValue::as_bytes)
+}
+
+/// Whether the request carries a payment header (of either version).
+pub fn has_payment(headers: &http::HeaderMap) -> bool {
+    payment_header(headers).is_some()
+}
+
 use crate::crypto::eth::Address;
 use crate::crypto::eth::eip712::Domain;
 
