@@ -103,6 +103,33 @@ pub fn query_string(data: &[u8]) {
             .collect();
         assert_eq!(reparsed, nonempty);
     }
+    // Paging reads the same query: never a panic, and what it accepts is in range.
+    if let Ok(paging) = eliza_cloud::web::query::Paging::from_query(Some(text), 50, 100) {
+        assert!(paging.page >= 1 && paging.page <= eliza_cloud::web::query::MAX_PAGE);
+        assert!((1..=100).contains(&paging.limit));
+        let items = [(); 7];
+        let range = paging.slice(&items);
+        assert!(range.start <= range.end && range.end <= items.len());
+    }
+}
+
+/// Sign-in nonces: checking arbitrary text never panics and never passes; a nonce this key
+/// issued passes for what it was issued for, once, and for nothing else.
+pub fn signin_nonce(data: &[u8]) {
+    use eliza_cloud::auth::nonce::{NonceChain, NonceKey, Nonces};
+    use eliza_cloud::time::Timestamp;
+    let start = Timestamp(1_767_225_600_000);
+    let nonces = Nonces::new(NonceKey::new([7; 32]), start);
+    let text = String::from_utf8_lossy(data);
+    let chain = NonceChain::Ethereum(u64::from(data.first().copied().unwrap_or(1)));
+    let uri = "http://localhost:3000";
+    assert!(nonces.check(&text, &chain, uri, start).is_err());
+    let issued = nonces.issue(&chain, uri, start);
+    assert_eq!(nonces.check(&issued, &chain, uri, start), Ok(()));
+    assert!(nonces.check(&issued, &chain, &text, start).is_err() || text == uri);
+    assert!(nonces.consume(&issued, start));
+    assert!(!nonces.consume(&issued, start));
+    assert!(nonces.check(&issued, &chain, uri, start).is_err());
 }
 
 /// RFC 3339 date-times: parsing never panics, and a parsed instant prints to a form that parses

@@ -19,13 +19,13 @@ use crate::store::settlements::{CreditTo, SettlementRecord, SettlementState, fin
 use crate::web::Call;
 use crate::web::body::{Body, json_body};
 use crate::web::error::ApiError;
-use crate::x402::{Settlement, payment_header};
 use crate::x402::payload::{DecodeError, PaymentPayload};
 use crate::x402::required::{
     Offer, payment_response, v1_body, v1_requirement, v2_required_header, v2_requirement,
 };
 use crate::x402::settlement::{Job, Outcome, facilitator_request};
 use crate::x402::verify::{Reason, Requirements, verify_payment};
+use crate::x402::{Settlement, payment_header};
 
 const DESCRIPTION: &str = "Eliza Cloud credit top-up";
 

@@ -84,3 +84,8 @@ fn stored_record_seeds() {
     assert_eq!(org.slug, "operator");
     assert_eq!(org.custom_rate_limit, Some(6000));
 }
+
+#[test]
+fn signin_nonce_seeds() {
+    replay("signin_nonce", bodies::signin_nonce);
+}
