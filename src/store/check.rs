@@ -1,8 +1,11 @@
-//! `eliza-cloud check`: every record decodes, every index agrees with its table, and the ledger
+//! `eliza-cloud check`: every record decodes, every index agrees with its table, the ledger
 //! invariants hold (balance = sum of rows, no running balance below zero, idempotency keys unique
-//! and indexed). These record checks only read and report. Two things around them can write:
-//! opening the store applies pending migrations (as every command does), and redb's file check
-//! (`Store::check_file_integrity`) repairs what it can, which `check` reports as a violation.
+//! and indexed), and the settlements left in the journal are listed for the operator. It runs in
+//! a read transaction of a read-only open (`ReadOnlyStore`): nothing is written, migrated or
+//! repaired. The file's structure is checked as far as reading every record of every table
+//! checks it, and redb refuses, at open, a file that needs the repair of an unclean shutdown;
+//! redb's own structural check (`Database::check_integrity`) needs a writable handle and is not
+//! run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

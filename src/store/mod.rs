@@ -374,7 +374,7 @@ fn require_current_schema(found: u64) -> Result<(), StoreError> {
     }
 }
 
-/// A database opened read-only (`check`, `backup`, `payments pending`): nothing is written,
+/// A database opened read-only (`check`, `backup`, the listing commands): nothing is written,
 /// nothing migrated, nothing repaired (a file that needs repair after a crash is refused; a
 /// start of the server repairs it). Refused while a server holds the file, and a server cannot
 /// start while it is open.

@@ -21,15 +21,6 @@ pub enum Body {
     Boxed(BoxBody<Bytes, Infallible>),
 }
 
-impl Body {
-    /// Any other body, boxed.
-    pub fn boxed(
-        body: impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
-    ) -> Body {
-        Body::Boxed(body.boxed())
-    }
-}
-
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;

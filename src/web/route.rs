@@ -14,7 +14,7 @@ use crate::auth::permissions::Resource;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     /// No credential and no bucket: operations endpoints, and answers that touch no data
-    /// (405, CORS preflight, logout, which acts only on the cookie it is sent with).
+    /// (405, CORS preflight).
     Public,
     /// No credential, but work is done: one bucket per client address (SPEC §8).
     ClientAddress,
@@ -121,11 +121,6 @@ impl Needs {
     const fn with_body(self, body: BodyUse) -> Needs {
         Needs { body, ..self }
     }
-
-    /// Whether the pipeline may ask for a credential at all.
-    pub const fn takes_credential(self) -> bool {
-        matches!(self.caller, Caller::Credential(_))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,8 +198,12 @@ impl Route {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => Needs::public(),
             Route::CorsPreflight | Route::MethodNotAllowed { .. } => Needs::public(),
-            // Logout acts on the cookie it is sent with (and checks its origin) or on nothing.
-            Route::Logout => Needs::public(),
+            // Logout acts on the cookie it is sent with (and checks its origin) or on nothing;
+            // it may write, so it draws on the client address's bucket (SPEC §8).
+            Route::Logout => Needs {
+                caller: Caller::ClientAddress,
+                ..Needs::public()
+            },
             // A path no route knows: 401 without a credential, 404 to any valid one (SPEC §2),
             // so a restricted key is never told to widen itself for a route that does not exist.
             Route::NotFound => Needs::credential(AnyCredential, OrganizationOrApp),

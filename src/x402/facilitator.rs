@@ -23,8 +23,12 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Why a facilitator call gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
+    /// Nothing was sent: the connection could not be made.
     Connect,
+    /// Nothing was sent: the TLS handshake failed.
     Tls,
+    /// The request may have been sent, but no answer came (the connection broke).
+    NoAnswer,
     Timeout,
     Status(u16),
     Malformed,
@@ -35,6 +39,7 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Connect => write!(f, "could not connect"),
             CallError::Tls => write!(f, "TLS handshake failed"),
+            CallError::NoAnswer => write!(f, "gave no answer (the connection broke)"),
             CallError::Timeout => write!(f, "timed out"),
             CallError::Status(s) => write!(f, "answered HTTP {s}"),
             CallError::Malformed => write!(f, "answered something that is not its JSON"),
@@ -245,10 +250,12 @@ where
         .map_err(|_| CallError::Connect)?;
     let driver = tokio::spawn(connection);
     let result = async {
+        // From here the request may have reached the facilitator: a failure is no answer, not
+        // "never sent" (a settlement then has an unknown outcome).
         let response = sender
             .send_request(request)
             .await
-            .map_err(|_| CallError::Connect)?;
+            .map_err(|_| CallError::NoAnswer)?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()

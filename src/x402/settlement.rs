@@ -191,7 +191,8 @@ impl Settler {
         let settled = facilitator.settle(&job.request).await;
         let answer = match settled {
             Ok(answer) => answer,
-            // Never reached the facilitator: nothing can have moved.
+            // Never reached the facilitator: nothing can have moved. Anything later (no answer,
+            // a timeout, a malformed answer) may have moved the money: unknown.
             Err(e @ (CallError::Connect | CallError::Tls)) => {
                 tracing::warn!(step = "settle", error = %e, key = %key, "x402 facilitator call failed");
                 self.forget(&key).await;

@@ -643,6 +643,8 @@ struct Behaviour {
     refusal_status: Option<u16>,
     /// `/settle` waits for this hold's release before it answers.
     hold_settle: Option<Arc<Hold>>,
+    /// `/settle` is read, then the connection is closed without an answer.
+    hang_up_on_settle: bool,
 }
 
 /// A held `/settle`: `arrived` is notified when one comes in, and it answers once `release`d.
@@ -696,6 +698,9 @@ impl Facilitator {
                                 hold.arrived.notify_one();
                                 hold.release.notified().await;
                             }
+                            if path == "/settle" && behaviour.hang_up_on_settle {
+                                return Err(std::io::Error::other("hang up without answering"));
+                            }
                             // What a real facilitator needs: the payload as the client sent it and
                             // requirements of the same version.
                             let version = body["x402Version"].as_u64().unwrap();
@@ -738,7 +743,7 @@ impl Facilitator {
                             let mut response =
                                 http::Response::new(Full::new(Bytes::from(answer.to_string())));
                             *response.status_mut() = status;
-                            Ok::<_, std::convert::Infallible>(response)
+                            Ok::<_, std::io::Error>(response)
                         }
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
@@ -1322,4 +1327,43 @@ async fn a_settlement_cut_by_a_crash_is_unknown_until_the_operator_resolves_it()
     assert!(!out.contains(&key), "{out}");
     let (code, out, _) = cli(&["check"], &data);
     assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn a_settle_that_got_no_answer_is_unknown_not_forgotten() {
+    let (facilitator, server) = facilitator_server(Behaviour {
+        hang_up_on_settle: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let pay = Pay::new(&EvmWallet::new());
+    let r = pay_only(&server, &pay.v1()).await;
+    let error = r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        error["message"].as_str().unwrap().contains("unknown"),
+        "{error}"
+    );
+    assert_eq!(facilitator.paths(), ["/verify", "/settle"]);
+    // The request reached the facilitator and may have moved the money: kept for the operator.
+    let state = server.running().state().clone();
+    let journal = state
+        .store
+        .read(eliza_cloud::store::settlements::list_settlements)
+        .unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].state.as_str(), "unknown");
+    assert!(
+        journal[0].reason.as_deref().unwrap().contains("no answer"),
+        "{:?}",
+        journal[0].reason
+    );
+    let metrics = String::from_utf8(server.get("/metrics", &[]).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("eliza_x402_settlements_unknown 1"),
+        "{metrics}"
+    );
+    // The same authorization again is refused, not settled a second time.
+    let r = pay_only(&server, &pay.v1()).await;
+    assert_refused(&r, "invalid_transaction_state");
+    assert_eq!(facilitator.calls(), 2);
 }
