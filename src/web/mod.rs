@@ -238,10 +238,6 @@ where
     response
 }
 
-fn need(principal: &Option<Principal>) -> Result<&Principal, ApiError> {
-    principal.as_ref().ok_or(ApiError::Unauthorized)
-}
-
 /// One token from the client address's bucket (SPEC §8), or 429.
 fn take_client_bucket(
     state: &AppState,
@@ -378,7 +374,7 @@ pub struct Call {
 
 impl Call {
     pub fn principal(&self) -> Result<&Principal, ApiError> {
-        need(&self.principal)
+        self.principal.as_ref().ok_or(ApiError::Unauthorized)
     }
 
     pub fn query(&self) -> Option<&str> {

@@ -675,19 +675,15 @@ proptest! {
 /// dropped the request's future (its in-flight count is back to zero; a bounded wait).
 async fn send_and_hang_up(server: &TestServer, request: &str) {
     use tokio::io::AsyncWriteExt;
-    let metrics = server.running().state().metrics.clone();
     let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while metrics.requests_in_flight() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never arrived");
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    server
+        .wait_for_in_flight("the request never arrived", |n| n > 0)
+        .await;
     drop(stream);
-    while metrics.requests_in_flight() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never dropped");
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    server
+        .wait_for_in_flight("the server never dropped the request", |n| n == 0)
+        .await;
 }
 
 /// The status of whoami with `key`, once it stops being 200 (bounded: the commit runs on the
@@ -790,21 +786,14 @@ async fn an_app_key_reaches_only_what_its_scope_allows() {
     let server = TestServer::start().await;
     let state = server.running().state().clone();
     // An app's key, as §10's app routes will mint it: its organization's, scoped to one app.
-    let (_, operator_key_id, _) = {
-        let r = server
-            .get(
-                "/api/v1/auth/whoami",
-                &[("x-api-key", &server.operator_key)],
-            )
-            .await
-            .json();
-        (
-            r["organization"]["id"].as_str().unwrap().to_string(),
-            r["apiKey"]["id"].as_str().unwrap().to_string(),
-            (),
+    let whoami = server
+        .get(
+            "/api/v1/auth/whoami",
+            &[("x-api-key", &server.operator_key)],
         )
-    };
-    let operator_key_id = Uuid::parse_str(&operator_key_id).unwrap();
+        .await
+        .json();
+    let operator_key_id = Uuid::parse_str(whoami["apiKey"]["id"].as_str().unwrap()).unwrap();
     let app_key = generate_key(KeyType::Live);
     let (hash, prefix) = (app_key.hash(), app_key.display_prefix());
     state

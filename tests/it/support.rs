@@ -245,6 +245,17 @@ impl TestServer {
         out
     }
 
+    /// Waits (bounded, 10 s) until the number of requests the server is handling satisfies
+    /// `done`: a request has arrived, or the server has dropped one whose client hung up.
+    pub async fn wait_for_in_flight(&self, what: &str, done: impl Fn(i64) -> bool) {
+        let metrics = self.running().state().metrics.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(metrics.requests_in_flight()) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Stops the server (drain included) and releases the database.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
