@@ -114,6 +114,29 @@ pub struct ServeArgs {
     /// 10,50,100)
     #[argh(option)]
     pub x402_topup_amounts: Option<String>,
+    /// model table file, JSON {"models": [...]} or TOML [[models]] (.toml), replacing the
+    /// built-in table (ELIZA_CLOUD_MODELS)
+    #[argh(option)]
+    pub models: Option<String>,
+    /// percent added to every model price, 0..1000 (ELIZA_CLOUD_MARKUP_PERCENT; default 0)
+    #[argh(option)]
+    pub markup_percent: Option<String>,
+    /// base URL of an OpenAI-compatible upstream, as an SDK's base_url (e.g.
+    /// https://api.openai.com/v1); the built-in models then use it (ELIZA_CLOUD_UPSTREAM_URL)
+    #[argh(option)]
+    pub upstream_url: Option<String>,
+    /// the upstream's API key; prefer the variable ELIZA_CLOUD_UPSTREAM_KEY, which no process
+    /// listing shows
+    #[argh(option)]
+    pub upstream_key: Option<String>,
+    /// longest wait for the upstream's answer, and for each next chunk of a stream
+    /// (ELIZA_CLOUD_UPSTREAM_TIMEOUT; default 120s)
+    #[argh(option)]
+    pub upstream_timeout: Option<String>,
+    /// when metered debits are committed: grouped (all of each second in one transaction) or
+    /// per-call (ELIZA_CLOUD_DEBIT_COMMIT; default grouped)
+    #[argh(option)]
+    pub debit_commit: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]

@@ -112,6 +112,8 @@ pub struct ServeConfig {
     pub initial_free_credits_micros: i64,
     /// x402 payments (SPEC §7).
     pub x402: crate::x402::X402Config,
+    /// The metered gateway (SPEC §9).
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 impl ServeConfig {
@@ -141,6 +143,7 @@ impl ServeConfig {
             bootstrap_key: None,
             initial_free_credits_micros: DEFAULT_INITIAL_FREE_CREDITS_MICROS,
             x402: crate::x402::X402Config::default(),
+            gateway: crate::gateway::GatewayConfig::default(),
         }
     }
 
@@ -255,6 +258,16 @@ impl ServeConfig {
                 })?;
         }
         resolve_x402(&mut config.x402, &pick, args)?;
+        resolve_gateway(&mut config.gateway, &pick, args)?;
+        if config.gateway.models.uses_upstream()
+            && config.x402.settlement == crate::x402::Settlement::TrustSignature
+        {
+            return Err(
+                "--x402-settlement trust-signature credits payments that cost nothing \
+                 real, so it cannot buy upstream calls: remove it, or serve only dev models"
+                    .into(),
+            );
+        }
         if let Some(key) = env(BOOTSTRAP_KEY_ENV) {
             // Never echo the value: it is a secret, even when malformed.
             config.bootstrap_key = Some(parse_plain_key(key.trim()).map_err(|e| {
@@ -351,6 +364,62 @@ fn resolve_x402(
     Ok(())
 }
 
+/// The gateway's flags (SPEC §9): the model table, markup, upstream and debit commits. With
+/// `--upstream-url` and no `--models`, the built-in models go upstream.
+fn resolve_gateway(
+    gateway: &mut crate::gateway::GatewayConfig,
+    pick: Pick<'_>,
+    args: &ServeArgs,
+) -> Result<(), String> {
+    use crate::gateway::billing::CommitMode;
+    use crate::gateway::models::{MAX_MARKUP_PERCENT, ModelTable, Provider};
+    use crate::gateway::providers::openai_compatible::{UpstreamKey, validate_url};
+    if let Some((v, from)) = pick(&args.markup_percent, "markup-percent") {
+        gateway.markup_percent = v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|m| *m <= MAX_MARKUP_PERCENT)
+            .ok_or_else(|| {
+                format!("{from}: {v:?} is not a whole percent from 0 to {MAX_MARKUP_PERCENT}")
+            })?;
+    }
+    if let Some((v, from)) = pick(&args.upstream_url, "upstream-url") {
+        validate_url(v.trim()).map_err(|e| format!("{from}: {e}"))?;
+        gateway.upstream_url = Some(v.trim().to_string());
+    }
+    if let Some((v, _)) = pick(&args.upstream_key, "upstream-key") {
+        // Never echoed anywhere: the key is a secret.
+        gateway.upstream_key = Some(UpstreamKey::new(v.trim().to_string()));
+    }
+    if let Some((v, from)) = pick(&args.upstream_timeout, "upstream-timeout") {
+        gateway.upstream_timeout = parse_duration(&v)
+            .ok_or_else(|| format!("{from}: {v:?} is not a duration like 120s or 500ms"))?;
+    }
+    if let Some((v, from)) = pick(&args.debit_commit, "debit-commit") {
+        gateway.commit = match v.trim() {
+            "grouped" => CommitMode::Grouped,
+            "per-call" => CommitMode::PerCall,
+            _ => return Err(format!("{from}: {v:?} is not grouped or per-call")),
+        };
+    }
+    gateway.models = std::sync::Arc::new(match pick(&args.models, "models") {
+        Some((path, from)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{from}: cannot read {path:?}: {e}"))?;
+            ModelTable::parse(&path, &text).map_err(|e| format!("{from} {path:?}: {e}"))?
+        }
+        None if gateway.upstream_url.is_some() => ModelTable::builtin(Provider::OpenAiCompatible),
+        None => ModelTable::builtin(Provider::Dev),
+    });
+    if gateway.models.uses_upstream() && gateway.upstream_url.is_none() {
+        return Err(
+            "a model of the table uses the openai-compatible provider: set --upstream-url".into(),
+        );
+    }
+    Ok(())
+}
+
 /// The data directory of an offline command: `--data`, else `ELIZA_CLOUD_DATA`, else the default.
 pub fn offline_data_dir(flag: &Option<String>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     PathBuf::from(
@@ -358,6 +427,20 @@ pub fn offline_data_dir(flag: &Option<String>, env: &dyn Fn(&str) -> Option<Stri
             .or_else(|| env(DATA_ENV))
             .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string()),
     )
+}
+
+/// Checks the URL of a service we call (an x402 facilitator, a model upstream): `http://` or
+/// `https://`, a host, no query.
+pub fn validate_http_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
+        return Err(format!("{url:?} needs a host and no query"));
+    }
+    Ok(())
 }
 
 pub fn parse_bool(text: &str) -> Option<bool> {

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod gateway;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

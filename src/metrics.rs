@@ -24,6 +24,10 @@ pub struct Metrics {
     rate_limited: AtomicU64,
     credits_charged_micros: AtomicU64,
     credits_topped_up_micros: AtomicU64,
+    /// Metered calls whose provider reported more than the reservation (debited the reservation).
+    over_reservation: AtomicU64,
+    /// Metered calls by how they ended: completed, client_gone, failed.
+    gateway_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     in_flight: std::sync::atomic::AtomicI64,
     connections_refused: AtomicU64,
     settlements_unknown: AtomicU64,
@@ -91,6 +95,21 @@ impl Metrics {
 
     pub fn record_rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_over_reservation(&self) {
+        self.over_reservation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn over_reservation(&self) -> u64 {
+        self.over_reservation.load(Ordering::Relaxed)
+    }
+
+    /// One metered call of `endpoint` that ended as `end`.
+    pub fn record_gateway_call(&self, endpoint: &'static str, end: &'static str) {
+        if let Ok(mut calls) = self.gateway_calls.lock() {
+            *calls.entry((endpoint, end)).or_default() += 1;
+        }
     }
 
     pub fn record_credits_charged(&self, micros: u64) {
@@ -167,6 +186,30 @@ impl Metrics {
             out,
             "# HELP eliza_credits_charged_micros_total Credits debited, micro-dollars."
         );
+        let _ = writeln!(
+            out,
+            "# HELP eliza_gateway_over_reservation_total Metered calls whose reported usage \
+             exceeded their reservation (debited the reservation)."
+        );
+        let _ = writeln!(out, "# TYPE eliza_gateway_over_reservation_total counter");
+        let _ = writeln!(
+            out,
+            "eliza_gateway_over_reservation_total {}",
+            self.over_reservation.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP eliza_gateway_calls_total Metered calls by endpoint and how they ended."
+        );
+        let _ = writeln!(out, "# TYPE eliza_gateway_calls_total counter");
+        if let Ok(calls) = self.gateway_calls.lock() {
+            for ((endpoint, end), n) in calls.iter() {
+                let _ = writeln!(
+                    out,
+                    "eliza_gateway_calls_total{{endpoint=\"{endpoint}\",end=\"{end}\"}} {n}"
+                );
+            }
+        }
         let _ = writeln!(out, "# TYPE eliza_credits_charged_micros_total counter");
         let _ = writeln!(
             out,

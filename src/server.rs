@@ -65,7 +65,14 @@ pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn flush_usage(state: &Arc<AppState>) {
     let state = state.clone();
-    let flushed = tokio::task::spawn_blocking(move || state.usage.flush(&state.store)).await;
+    let flushed = tokio::task::spawn_blocking(move || {
+        // The metered debits of the interval, then the counters (SPEC §1, §9).
+        if let Err(e) = state.gateway.billing.flush() {
+            tracing::error!(error = %e, "debit flush failed; will retry");
+        }
+        state.usage.flush(&state.store)
+    })
+    .await;
     match flushed {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "usage flush failed; will retry"),

@@ -27,7 +27,9 @@ pub struct AppState {
     pub started_at: Timestamp,
     pub key_cache: KeyCache,
     pub limiter: RateLimiter,
-    pub usage: UsageRecorder,
+    pub usage: Arc<UsageRecorder>,
+    /// The metered gateway: models, providers, reservations and debits (SPEC §9).
+    pub gateway: crate::gateway::Gateway,
     /// Sign-in nonces: stateless (a MAC under the stored key); only used ones are remembered.
     pub nonces: Nonces,
     /// Wallet-signature marks accepted by this process (SPEC §1): a replay is refused without a
@@ -57,15 +59,34 @@ impl AppState {
                 tracing::error!(error = %e, "sign-in nonce key unreadable; using a key for this process only");
                 rand::random()
             });
+        let metrics = Arc::new(Metrics::default());
+        let tasks = crate::background::Tasks::default();
+        let billing = Arc::new(crate::gateway::billing::Billing::new(
+            store.clone(),
+            metrics.clone(),
+            tasks.clone(),
+            config.gateway.commit,
+        ));
+        let gateway = crate::gateway::Gateway::new(config.gateway.clone(), billing.clone())
+            .unwrap_or_else(|e| {
+                // `config::resolve` checked this already; only a hand-made config gets here.
+                tracing::error!(error = %e, "gateway configuration unusable; upstream models will fail");
+                crate::gateway::Gateway {
+                    config: config.gateway.clone(),
+                    upstream: None,
+                    billing,
+                }
+            });
         AppState {
+            gateway,
             config,
             store,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             started_at,
             key_cache: KeyCache::new(KEY_CACHE_CAPACITY),
             limiter,
-            usage: UsageRecorder::default(),
+            usage: Arc::new(UsageRecorder::default()),
             nonces: Nonces::new(NonceKey::new(nonce_key), started_at),
             wallet_marks: moka::sync::Cache::builder()
                 .max_capacity(WALLET_MARKS_CAPACITY)
@@ -73,7 +94,7 @@ impl AppState {
                 .build(),
             facilitator,
             x402_in_flight: crate::x402::settlement::InFlight::default(),
-            tasks: crate::background::Tasks::default(),
+            tasks,
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use uuid::Uuid;
 
 use crate::store::keys::{get_key, update_key};
-use crate::store::usage::add_org_requests;
+use crate::store::usage::{Dimension, MeteredKey, UsageTotals, add_metered, add_org_requests};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
@@ -23,11 +23,69 @@ pub struct PendingUsage {
     pub keys: HashMap<Uuid, (u64, i64)>,
     /// (organization, day) → requests.
     pub org_days: HashMap<(Uuid, i64), u64>,
+    /// The metered calls' aggregates (SPEC §9), by organization, day and dimension.
+    pub metered: HashMap<MeteredKey, UsageTotals>,
 }
 
 impl PendingUsage {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.org_days.is_empty()
+        self.keys.is_empty() && self.org_days.is_empty() && self.metered.is_empty()
+    }
+}
+
+/// One metered call, as the usage tables count it (SPEC §9's usage records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteredEvent {
+    pub organization: Uuid,
+    pub key: Option<Uuid>,
+    pub app: Option<Uuid>,
+    /// The app's end user (SPEC §10), with `app`.
+    pub end_user: Option<String>,
+    /// The route kind: `chat.completions`, `embeddings` or `images.generations`.
+    pub endpoint: &'static str,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: i64,
+    pub ok: bool,
+    pub at: Timestamp,
+}
+
+impl MeteredEvent {
+    /// The aggregate rows this event adds to.
+    fn keys(&self) -> Vec<MeteredKey> {
+        let day = day_of(self.at);
+        let key = |dimension, name: String| MeteredKey {
+            organization: self.organization,
+            day,
+            dimension,
+            name,
+        };
+        let mut keys = vec![
+            key(Dimension::Total, String::new()),
+            key(Dimension::Model, self.model.clone()),
+            key(Dimension::Endpoint, self.endpoint.to_string()),
+        ];
+        if let Some(id) = self.key {
+            keys.push(key(Dimension::Key, id.to_string()));
+        }
+        if let Some(app) = self.app {
+            keys.push(key(Dimension::App, app.to_string()));
+            if let Some(user) = &self.end_user {
+                keys.push(key(Dimension::EndUser, format!("{app}/{user}")));
+            }
+        }
+        keys
+    }
+
+    fn totals(&self) -> UsageTotals {
+        UsageTotals {
+            requests: 1,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost_micros: self.cost_micros,
+            errors: u64::from(!self.ok),
+        }
     }
 }
 
@@ -67,6 +125,34 @@ impl UsageRecorder {
                 .entry((organization, day_of(now)))
                 .or_default() += 1;
         }
+    }
+
+    /// Counts one metered call into every aggregate it belongs to.
+    pub fn record_metered(&self, event: &MeteredEvent) {
+        let totals = event.totals();
+        if let Ok(mut pending) = self.pending.lock() {
+            for key in event.keys() {
+                pending.metered.entry(key).or_default().add(&totals);
+            }
+        }
+    }
+
+    /// Not yet flushed: an organization's metered aggregates over the days `from..=to`.
+    pub fn pending_metered(
+        &self,
+        organization: Uuid,
+        from: i64,
+        to: i64,
+    ) -> Vec<(MeteredKey, UsageTotals)> {
+        let Ok(pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        pending
+            .metered
+            .iter()
+            .filter(|(k, _)| k.organization == organization && (from..=to).contains(&k.day))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Not yet flushed: a key's (requests, latest use).
@@ -110,6 +196,9 @@ impl UsageRecorder {
             for ((org, day), count) in &taken.org_days {
                 add_org_requests(txn, *org, *day, *count)?;
             }
+            for (key, totals) in &taken.metered {
+                add_metered(txn, key, totals)?;
+            }
             Ok::<_, StoreError>(())
         });
         if result.is_err()
@@ -122,6 +211,9 @@ impl UsageRecorder {
             }
             for (key, count) in taken.org_days {
                 *pending.org_days.entry(key).or_default() += count;
+            }
+            for (key, totals) in taken.metered {
+                pending.metered.entry(key).or_default().add(&totals);
             }
         }
         if result.is_ok() {

@@ -10,7 +10,7 @@ use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::keys::list_keys_of_org;
-use crate::store::ledger::{LedgerEntry, balance_of, list_entries};
+use crate::store::ledger::{LedgerEntry, list_entries};
 use crate::store::usage::org_requests_between;
 use crate::time::civil::{civil_from_days, days_from_civil};
 use crate::usage::day_of;
@@ -28,17 +28,19 @@ pub async fn dashboard(
     let (year, month, _) = civil_from_days(today);
     let month_start = days_from_civil(year, month, 1);
     let org_id = org.id;
-    let (keys, balance, requests_today, requests_month) = state
+    let (keys, requests_today, requests_month) = state
         .store
         .read_blocking(move |txn| {
             Ok::<_, StoreError>((
                 list_keys_of_org(txn, org_id)?,
-                balance_of(txn, org_id)?,
                 org_requests_between(txn, org_id, today, today)?,
                 org_requests_between(txn, org_id, month_start, today)?,
             ))
         })
         .await?;
+    // Includes the metered debits not committed yet (SPEC §9).
+    let balance = state.gateway.billing.balance(org_id)?;
+    let cost_this_month = super::usage::cost_this_month(state, org_id).await?;
     let pending_today = state.usage.pending_for_org(org_id, today, today);
     let pending_month = state.usage.pending_for_org(org_id, month_start, today);
     let own_keys: Vec<_> = keys.iter().filter(|k| k.app_id.is_none()).collect();
@@ -62,6 +64,8 @@ pub async fn dashboard(
             "usage": {
                 "requestsToday": requests_today.saturating_add(pending_today),
                 "requestsThisMonth": requests_month.saturating_add(pending_month),
+                "costThisMonth": format_dollars(cost_this_month),
+                "costThisMonth_micros": cost_this_month,
             },
             "rateLimit": rate_limit,
         }),
@@ -95,12 +99,13 @@ pub async fn credits(
 ) -> Result<Response<Body>, ApiError> {
     let Paging { page, limit } = Paging::from_query(query, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let org = principal.organization().id;
-    let (balance, (entries, total)) = state
+    let (entries, total) = state
         .store
-        .read_blocking(move |txn| {
-            Ok::<_, StoreError>((balance_of(txn, org)?, list_entries(txn, org, page, limit)?))
-        })
+        .read_blocking(move |txn| list_entries(txn, org, page, limit))
         .await?;
+    // Includes the metered debits not committed yet (SPEC §9): their rows appear within the
+    // flush interval.
+    let balance = state.gateway.billing.balance(org)?;
     Ok(json_body(
         StatusCode::OK,
         &json!({

@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod gateway;
 pub mod input;
 pub mod keys;
 pub mod ops;
 pub mod signin;
 pub mod topup;
+pub mod usage;
 
 use serde::Serialize;
 use serde_json::Value;

@@ -30,7 +30,7 @@ use crate::x402::{Settlement, payment_header};
 const DESCRIPTION: &str = "Eliza Cloud credit top-up";
 
 /// A 402: the v1 body with `error`, and the v2 `PAYMENT-REQUIRED` header.
-fn payment_required(offer: &Offer<'_>, error: &str) -> Response<Body> {
+pub fn payment_required(offer: &Offer<'_>, error: &str) -> Response<Body> {
     let mut response = json_body(StatusCode::PAYMENT_REQUIRED, &v1_body(offer, error));
     if let Ok(value) = HeaderValue::from_str(&v2_required_header(offer, error)) {
         response.headers_mut().insert("payment-required", value);
@@ -124,101 +124,31 @@ pub async fn topup(
     let Some(header) = payment_header(headers) else {
         return Ok(payment_required(&offer, "X-PAYMENT header is required"));
     };
-    let payment = match PaymentPayload::decode(header) {
-        Ok(p) => p,
-        Err(Some(e)) => {
-            return Err(match e {
-                DecodeError::TooLarge | DecodeError::Base64 | DecodeError::Json => {
-                    ApiError::InvalidJson(e.message().into())
-                }
-            });
-        }
-        Err(None) => return Ok(refused(state, &offer, &Reason::InvalidPayload)),
-    };
     // A test key pays only on test networks (SPEC §4).
     let test_key = principal
         .and_then(Principal::api_key)
         .is_some_and(|k| k.key_type == KeyType::Test);
-    let required = Requirements {
-        network,
-        pay_to,
-        amount: atomic,
-        mainnet_allowed: !test_key,
-    };
-    let now_secs = u64::try_from(state.now().millis() / 1000).unwrap_or(0);
-    let verified = match verify_payment(&payment, &required, now_secs) {
-        Ok(v) => v,
-        Err(reason) => return Ok(refused(state, &offer, &reason)),
-    };
-    let used_key = verified.authorization_key.clone();
-    let used = state
-        .store
-        .read_blocking(move |txn| {
-            Ok::<_, StoreError>(
-                authorization_used(txn, &used_key)? || find_settlement(txn, &used_key)?.is_some(),
-            )
-        })
-        .await?;
-    if used {
-        return Ok(refused(state, &offer, &Reason::InvalidTransactionState));
-    }
-    // SPEC §7's order: the wallet of the signature headers (with or without an account yet),
-    // else the other credential's organization, else the body's wallet, else the payer.
-    let credit_to = match (principal, new_wallet.or(credit_to_body)) {
-        (Some(p), _) => CreditTo::Organization(p.organization().id),
-        (None, Some(wallet)) => CreditTo::of_wallet(&wallet),
-        (None, None) => CreditTo::EvmWallet(verified.payer.to_lower_hex()),
-    };
-    let requirements = if payment.version >= 2 {
-        v2_requirement(&offer)
-    } else {
-        v1_requirement(&offer)
-    };
-    let now = state.now().millis();
-    let job = Job {
-        record: SettlementRecord {
-            key: verified.authorization_key.clone(),
-            network: network.name.clone(),
-            payer: verified.payer.to_lower_hex(),
-            amount_micros: micros,
-            credit_to,
-            state: SettlementState::Settling,
-            transaction: None,
-            reason: None,
-            created_at: now,
-            updated_at: now,
-        },
-        request: facilitator_request(payment.version, &payment.raw, requirements),
-        digest_transaction: format!("0x{}", to_hex(&verified.digest)),
-    };
-    // Settled and credited in a task of its own: this request only waits for the outcome.
-    let outcome = state
-        .tasks
-        .spawn(state.settler().run(job))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, key = %verified.authorization_key, "x402 settlement task failed");
-            ApiError::Internal
-        })?;
-    let (record, posted, wallet, transaction) = match outcome {
-        Outcome::Credited {
-            record,
-            posted,
-            wallet,
-            transaction,
-        } => (record, posted, wallet, transaction),
-        Outcome::Refused(reason) => return Ok(refused(state, &offer, &reason)),
-        Outcome::Unavailable(step) => {
-            return Err(ApiError::ServiceUnavailable(format!(
-                "the x402 facilitator could not {step} the payment"
-            )));
+    let collected = collect(state, header, &offer, micros, test_key, |payer| {
+        // SPEC §7's order: the wallet of the signature headers (with or without an account
+        // yet), else the other credential's organization, else the body's wallet, else the payer.
+        match (principal, new_wallet.or(credit_to_body)) {
+            (Some(p), _) => CreditTo::Organization(p.organization().id),
+            (None, Some(wallet)) => CreditTo::of_wallet(&wallet),
+            (None, None) => CreditTo::EvmWallet(payer.to_lower_hex()),
         }
-        Outcome::Unknown => {
-            return Err(ApiError::ServiceUnavailable(
-                "the payment's settlement outcome is unknown; the operator will resolve it".into(),
-            ));
-        }
-        Outcome::Failed(e) => return Err(ApiError::from(e)),
+    })
+    .await;
+    let Collected {
+        record,
+        posted,
+        wallet,
+        transaction,
+        payer,
+        version,
+    } = match collected {
+        Ok(c) => c,
+        Err(Refusal::Answer(response)) => return Ok(response),
+        Err(Refusal::Error(e)) => return Err(e),
     };
     state.metrics.record_credits_topped_up(micros);
     tracing::info!(
@@ -227,7 +157,6 @@ pub async fn topup(
         organization = %record.organization_id,
         "x402 top-up credited"
     );
-    let payer = verified.payer;
     let wallet = match principal {
         Some(p) => p
             .user()
@@ -237,7 +166,7 @@ pub async fn topup(
         None => wallet,
     }
     .map(|w| super::shown_evm_address(&w));
-    let shown_network = if payment.version >= 2 {
+    let shown_network = if version >= 2 {
         network.caip2()
     } else {
         network.name.clone()
@@ -261,13 +190,164 @@ pub async fn topup(
             },
         }),
     );
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&payment_response(&transaction, &network.name, &payer)) {
+    receipt_headers(response.headers_mut(), network, &transaction, &payer);
+    Ok(response)
+}
+
+/// The receipt headers of a settled payment: `X-PAYMENT-RESPONSE` (v1) and `PAYMENT-RESPONSE`
+/// (v2), base64 of `{success, transaction, network, payer}`.
+pub fn receipt_headers(
+    headers: &mut http::HeaderMap,
+    network: &crate::x402::Network,
+    transaction: &str,
+    payer: &crate::crypto::eth::Address,
+) {
+    if let Ok(v) = HeaderValue::from_str(&payment_response(transaction, &network.name, payer)) {
         headers.insert("x-payment-response", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&payment_response(&transaction, &network.caip2(), &payer))
-    {
+    if let Ok(v) = HeaderValue::from_str(&payment_response(transaction, &network.caip2(), payer)) {
         headers.insert("payment-response", v);
     }
-    Ok(response)
+}
+
+/// A payment that settled and was credited.
+pub struct Collected {
+    pub record: Box<crate::store::payments::PaymentRecord>,
+    pub posted: Box<crate::store::ledger::Posted>,
+    /// The credited wallet, when the account is a wallet's.
+    pub wallet: Option<String>,
+    pub transaction: String,
+    pub payer: crate::crypto::eth::Address,
+    /// The payload's `x402Version`.
+    pub version: u64,
+}
+
+/// Why no payment was collected: a 402 (or other answer) to send, or an error.
+pub enum Refusal {
+    Answer(Response<Body>),
+    Error(ApiError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Error(e.into())
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+/// Verifies the payment `header` against `offer` (every step of SPEC §7 in order), then settles
+/// and credits it in a task of its own, which this only awaits. `credit_to` picks the account
+/// from the verified payer.
+pub async fn collect(
+    state: &AppState,
+    header: &[u8],
+    offer: &Offer<'_>,
+    micros: i64,
+    test_key: bool,
+    credit_to: impl FnOnce(&crate::crypto::eth::Address) -> CreditTo,
+) -> Result<Collected, Refusal> {
+    let network = offer.network;
+    let payment = match PaymentPayload::decode(header) {
+        Ok(p) => p,
+        Err(Some(e)) => {
+            return Err(Refusal::Error(match e {
+                DecodeError::TooLarge | DecodeError::Base64 | DecodeError::Json => {
+                    ApiError::InvalidJson(e.message().into())
+                }
+            }));
+        }
+        Err(None) => {
+            return Err(Refusal::Answer(refused(
+                state,
+                offer,
+                &Reason::InvalidPayload,
+            )));
+        }
+    };
+    let required = Requirements {
+        network,
+        pay_to: offer.pay_to,
+        amount: offer.amount,
+        mainnet_allowed: !test_key,
+    };
+    let now_secs = u64::try_from(state.now().millis() / 1000).unwrap_or(0);
+    let verified = match verify_payment(&payment, &required, now_secs) {
+        Ok(v) => v,
+        Err(reason) => return Err(Refusal::Answer(refused(state, offer, &reason))),
+    };
+    let used_key = verified.authorization_key.clone();
+    let used = state
+        .store
+        .read_blocking(move |txn| {
+            Ok::<_, StoreError>(
+                authorization_used(txn, &used_key)? || find_settlement(txn, &used_key)?.is_some(),
+            )
+        })
+        .await?;
+    if used {
+        return Err(Refusal::Answer(refused(
+            state,
+            offer,
+            &Reason::InvalidTransactionState,
+        )));
+    }
+    let requirements = if payment.version >= 2 {
+        v2_requirement(offer)
+    } else {
+        v1_requirement(offer)
+    };
+    let now = state.now().millis();
+    let job = Job {
+        record: SettlementRecord {
+            key: verified.authorization_key.clone(),
+            network: network.name.clone(),
+            payer: verified.payer.to_lower_hex(),
+            amount_micros: micros,
+            credit_to: credit_to(&verified.payer),
+            state: SettlementState::Settling,
+            transaction: None,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        },
+        request: facilitator_request(payment.version, &payment.raw, requirements),
+        digest_transaction: format!("0x{}", to_hex(&verified.digest)),
+    };
+    // Settled and credited in a task of its own: this request only waits for the outcome.
+    let outcome = state
+        .tasks
+        .spawn(state.settler().run(job))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, key = %verified.authorization_key, "x402 settlement task failed");
+            ApiError::Internal
+        })?;
+    match outcome {
+        Outcome::Credited {
+            record,
+            posted,
+            wallet,
+            transaction,
+        } => Ok(Collected {
+            record,
+            posted,
+            wallet,
+            transaction,
+            payer: verified.payer,
+            version: payment.version,
+        }),
+        Outcome::Refused(reason) => Err(Refusal::Answer(refused(state, offer, &reason))),
+        Outcome::Unavailable(step) => Err(Refusal::Error(ApiError::ServiceUnavailable(format!(
+            "the x402 facilitator could not {step} the payment"
+        )))),
+        Outcome::Unknown => Err(Refusal::Error(ApiError::ServiceUnavailable(
+            "the payment's settlement outcome is unknown; the operator will resolve it".into(),
+        ))),
+        Outcome::Failed(e) => Err(Refusal::Error(ApiError::from(e))),
+    }
 }

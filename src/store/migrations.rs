@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -22,6 +22,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_x402_authorizations_v4,
     index_keys_by_org_v5,
     add_settlements_and_secrets_v6,
+    add_usage_metered_v7,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -87,6 +88,12 @@ fn add_settlements_and_secrets_v6(txn: &WriteTransaction) -> Result<(), StoreErr
         let key: [u8; 32] = rand::random();
         secrets.insert(NONCE_KEY_SECRET, key.as_slice())?;
     }
+    Ok(())
+}
+
+/// Version 7: the metered calls' daily aggregates.
+fn add_usage_metered_v7(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(USAGE_METERED)?;
     Ok(())
 }
 

@@ -73,3 +73,10 @@ pub const X402_SETTLEMENTS: TableDefinition<&str, &[u8]> =
 /// Name → secret bytes the server keeps (the sign-in nonce MAC key). Never logged, never in an
 /// answer. Schema 6.
 pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets_v1");
+
+/// (organization id, day since the epoch, dimension, name) → `UsageTotals`: the metered calls'
+/// aggregates (SPEC §9, §12), written by the usage flusher at least every second. The dimension
+/// says what `name` is (`store::usage::Dimension`): the organization's total (name empty), a key
+/// id, an app id, an app's end user (`<app id>/<user id>`), a model id, or an endpoint. Schema 7.
+pub const USAGE_METERED: TableDefinition<(u128, i64, u8, &str), &[u8]> =
+    TableDefinition::new("usage_metered_v1");

@@ -33,3 +33,112 @@ pub fn org_requests_between(
     }
     Ok(total)
 }
+
+/// What the name of a metered aggregate row is. DISK FORMAT: the numbers are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    /// The organization's total; the name is empty.
+    Total = 0,
+    Key = 1,
+    App = 2,
+    /// `<app id>/<end user id>`.
+    EndUser = 3,
+    Model = 4,
+    /// The route kind, e.g. `chat.completions`.
+    Endpoint = 5,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 6] = [
+        Dimension::Total,
+        Dimension::Key,
+        Dimension::App,
+        Dimension::EndUser,
+        Dimension::Model,
+        Dimension::Endpoint,
+    ];
+
+    pub fn from_code(code: u8) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| *d as u8 == code)
+    }
+}
+
+/// The sums of one aggregate row. DISK FORMAT: field order is part of the encoding.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: i64,
+    /// Calls that ended in an error (charged or not).
+    pub errors: u64,
+}
+
+impl UsageTotals {
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+        self.errors = self.errors.saturating_add(other.errors);
+    }
+}
+
+/// The key of one aggregate row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MeteredKey {
+    pub organization: Uuid,
+    pub day: i64,
+    pub dimension: Dimension,
+    pub name: String,
+}
+
+pub fn add_metered(
+    txn: &WriteTransaction,
+    key: &MeteredKey,
+    totals: &UsageTotals,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(super::tables::USAGE_METERED)?;
+    let at = (
+        key.organization.as_u128(),
+        key.day,
+        key.dimension as u8,
+        key.name.as_str(),
+    );
+    let mut sum: UsageTotals = match table.get(at)? {
+        Some(found) => super::codec::decode(found.value())?,
+        None => UsageTotals::default(),
+    };
+    sum.add(totals);
+    table.insert(at, super::codec::encode(&sum)?.as_slice())?;
+    Ok(())
+}
+
+/// Every aggregate row of an organization over the days `from..=to`.
+pub fn metered_between(
+    txn: &impl ReadTx,
+    org: Uuid,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(MeteredKey, UsageTotals)>, StoreError> {
+    let table = txn.read_table(super::tables::USAGE_METERED)?;
+    let org_id = org.as_u128();
+    let mut out = Vec::new();
+    for row in table.range((org_id, from, 0u8, "")..(org_id, to.saturating_add(1), 0u8, ""))? {
+        let (key, value) = row?;
+        let (_, day, code, name) = key.value();
+        let Some(dimension) = Dimension::from_code(code) else {
+            continue;
+        };
+        out.push((
+            MeteredKey {
+                organization: org,
+                day,
+                dimension,
+                name: name.to_string(),
+            },
+            super::codec::decode(value.value())?,
+        ));
+    }
+    Ok(out)
+}

@@ -24,6 +24,25 @@ pub enum ApiError {
         required: Option<String>,
     },
     NotFound,
+    /// 404 for a model the table does not have, with `param: "model"` (SPEC §9).
+    ModelNotFound {
+        model: String,
+    },
+    /// The upstream refused the caller's request (its 400, 404 or 422): its status and message
+    /// in our envelope (SPEC §9).
+    UpstreamRefused {
+        status: StatusCode,
+        message: String,
+        param: Option<String>,
+    },
+    /// 502: the upstream failed, refused the operator's credential, or could not be reached.
+    /// `may_be_billed`: the request reached it, so the SDKs are told not to retry.
+    UpstreamFailed {
+        message: String,
+        may_be_billed: bool,
+    },
+    /// 504: the upstream did not answer within `--upstream-timeout`.
+    UpstreamTimeout,
     MethodNotAllowed {
         allow: &'static str,
     },
@@ -88,6 +107,36 @@ impl ApiError {
                 required.as_ref().map(|r| json!({ "required": r })),
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "Not found".into(), None),
+            ApiError::ModelNotFound { model } => (
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("The model {model:?} does not exist"),
+                None,
+            ),
+            ApiError::UpstreamRefused {
+                status, message, ..
+            } => (
+                *status,
+                if *status == StatusCode::NOT_FOUND {
+                    "NOT_FOUND"
+                } else {
+                    "VALIDATION_ERROR"
+                },
+                message.clone(),
+                None,
+            ),
+            ApiError::UpstreamFailed { message, .. } => (
+                StatusCode::BAD_GATEWAY,
+                "UPSTREAM_ERROR",
+                message.clone(),
+                None,
+            ),
+            ApiError::UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "UPSTREAM_TIMEOUT",
+                "The upstream model provider did not answer in time".into(),
+                None,
+            ),
             ApiError::MethodNotAllowed { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
@@ -157,6 +206,8 @@ impl ApiError {
             ApiError::Validation { details, .. } => {
                 details.as_object().and_then(|o| o.keys().next().cloned())
             }
+            ApiError::ModelNotFound { .. } => Some("model".into()),
+            ApiError::UpstreamRefused { param, .. } => param.clone(),
             _ => None,
         }
     }
@@ -190,6 +241,14 @@ impl ApiError {
             }
             ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::UpstreamFailed {
+                may_be_billed: true,
+                ..
+            }
+            | ApiError::UpstreamTimeout => {
+                // The OpenAI SDKs retry 5xx unless told not to; this call may have been billed.
+                headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             ApiError::RequestTimeout => {
                 // The rest of the body may still come; the connection cannot be reused.

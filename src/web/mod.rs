@@ -41,11 +41,13 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Headers browsers may send cross-origin (SPEC §1's list plus the usual ones).
 const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, X-API-Key, X-Request-Id, \
      X-Wallet-Address, X-Timestamp, X-Wallet-Signature, X-PAYMENT, PAYMENT-SIGNATURE, \
-     X-App-User-Id";
+     X-App-Id, X-App-User-Id, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, \
+     X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, \
+     X-Stainless-Timeout, X-Stainless-Async, OpenAI-Organization, OpenAI-Project";
 const CORS_ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const CORS_EXPOSE_HEADERS: &str = "X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, \
      X-RateLimit-Reset, Retry-After, WWW-Authenticate, PAYMENT-REQUIRED, PAYMENT-RESPONSE, \
-     X-PAYMENT-RESPONSE";
+     X-PAYMENT-RESPONSE, X-Eliza-Cost-Micros, X-Eliza-Overhead-Ms, X-Eliza-Balance-Micros";
 
 /// The caller's `X-Request-Id` when it is sane (1..=128 of `[A-Za-z0-9._:-]`), else a new
 /// `req_` + 32 hex.
@@ -122,8 +124,11 @@ where
     let is_api = path.starts_with("/api/");
     // Browsers send `Origin` with every cross-origin request; only those need the CORS headers.
     let cors = is_api && req.headers().contains_key(header::ORIGIN);
-    let mut response =
-        catch_panics(respond(state, route, req, peer, &request_id), &request_id).await;
+    let mut response = catch_panics(
+        respond(state, route, req, peer, &request_id, started),
+        &request_id,
+    )
+    .await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.record_request(route.name(), status, elapsed);
@@ -222,13 +227,15 @@ async fn respond<B>(
     req: Request<B>,
     peer: SocketAddr,
     request_id: &str,
+    started: Instant,
 ) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut rate = None;
-    let mut response = match dispatch(state, route, req, peer, &mut rate).await {
+    let mut response = match dispatch(state, route, req, peer, &mut rate, request_id, started).await
+    {
         Ok(response) => response,
         Err(error) => error.into_response(request_id),
     };
@@ -370,6 +377,9 @@ pub struct Call {
     pub parts: http::request::Parts,
     pub body: Bytes,
     pub rate: Option<Decision>,
+    pub request_id: String,
+    /// When the request arrived (the gateway's overhead is measured from here).
+    pub started: Instant,
 }
 
 impl Call {
@@ -390,6 +400,8 @@ async fn dispatch<B>(
     req: Request<B>,
     peer: SocketAddr,
     rate: &mut Option<Decision>,
+    request_id: &str,
+    started: Instant,
 ) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
@@ -423,10 +435,12 @@ where
         // Without a payment the answer is 402 whoever asks; with one, a credential (if any)
         // names who is credited.
         (Caller::Credential(_), Payment::Required) => (crate::x402::has_payment(headers), true),
+        // A credential pays when presented; without one, only an x402 payment can (x402 on).
+        (Caller::Credential(_), Payment::PerRequest) => (true, state.config.x402.pay_to.is_some()),
     };
     let address = client_ip(headers, peer, state.config.trust_proxy);
     let anonymous = !authenticates || (optional && !auth::presents_credential(headers));
-    if needs.caller == Caller::ClientAddress || (needs.payment == Payment::Required && anonymous) {
+    if needs.caller == Caller::ClientAddress || (needs.payment != Payment::None && anonymous) {
         take_client_bucket(state, address, rate)?;
     }
     let (parts, body) = req.into_parts();
@@ -498,6 +512,8 @@ where
         parts,
         body,
         rate: *rate,
+        request_id: request_id.to_string(),
+        started,
     };
     handle(state, route, &call).await
 }
@@ -525,6 +541,12 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::SiwsVerify => api::signin::verify_siws(state, &call.body).await,
         Route::Logout => api::signin::logout(state, &call.parts.headers).await,
         Route::Topup(amount) => api::topup::topup(state, call, amount).await,
+        Route::ListModels => Ok(api::gateway::list_models(state)),
+        Route::GetModel => api::gateway::get_model(state, call.parts.uri.path()),
+        Route::ChatCompletions => api::gateway::chat(state, call).await,
+        Route::Embeddings => api::gateway::embeddings(state, call).await,
+        Route::ImageGenerations => api::gateway::images(state, call).await,
+        Route::Usage => api::usage::usage(state, call.principal()?, call.query()).await,
         Route::NotFound => Err(ApiError::NotFound),
         Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
     }

@@ -55,6 +55,12 @@ pub enum Payment {
     /// be valid (it names who is credited). Calls without a credential draw on the client
     /// address's bucket.
     Required,
+    /// A metered call (SPEC §9): paid from the credential's account when one is presented
+    /// (a payment beside it is ignored); with x402 on, a call without a credential is paid by
+    /// an x402 payment for that one call (402 with its price when none came); with x402 off it
+    /// is a 401 like anywhere else. Calls without a credential draw on the client address's
+    /// bucket.
+    PerRequest,
 }
 
 /// How the route reads its request body.
@@ -121,6 +127,16 @@ impl Needs {
     const fn with_body(self, body: BodyUse) -> Needs {
         Needs { body, ..self }
     }
+
+    /// A metered route of the gateway (SPEC §9): the resource's permission, app keys admitted,
+    /// a JSON body, payable per request with x402.
+    const fn metered(resource: Resource) -> Needs {
+        Needs {
+            payment: Payment::PerRequest,
+            ..Needs::credential(Requirement::Permission(resource), Scopes::OrganizationOrApp)
+                .with_body(BodyUse::Json)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +159,13 @@ pub enum Route {
     SiwsNonce,
     SiwsVerify,
     Logout,
+    ListModels,
+    /// `GET /api/v1/models/{id}`; the id (which may hold `/`) is read from the path.
+    GetModel,
+    ChatCompletions,
+    Embeddings,
+    ImageGenerations,
+    Usage,
     /// `POST /api/v1/topup/{amount}`: the amount in micro-dollars, `None` when it is not a
     /// dollar amount.
     Topup(Option<i64>),
@@ -185,6 +208,12 @@ impl Route {
             Route::SiwsVerify => "siws_verify",
             Route::Logout => "logout",
             Route::Topup(_) => "topup",
+            Route::ListModels => "models_list",
+            Route::GetModel => "models_get",
+            Route::ChatCompletions => "chat_completions",
+            Route::Embeddings => "embeddings",
+            Route::ImageGenerations => "images_generations",
+            Route::Usage => "usage",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -209,6 +238,12 @@ impl Route {
             Route::NotFound => Needs::credential(AnyCredential, OrganizationOrApp),
             Route::Whoami => Needs::credential(AnyCredential, OrganizationOrApp),
             Route::Dashboard | Route::Credits => Needs::credential(AnyCredential, Organization),
+            Route::ListModels | Route::GetModel | Route::Usage => {
+                Needs::credential(AnyCredential, OrganizationOrApp)
+            }
+            Route::ChatCompletions => Needs::metered(Resource::CHAT),
+            Route::Embeddings => Needs::metered(Resource::EMBEDDINGS),
+            Route::ImageGenerations => Needs::metered(Resource::IMAGES),
             Route::ListApiKeys | Route::DeleteApiKey(_) | Route::RegenerateApiKey(_) => {
                 Needs::credential(Unrestricted, Organization)
             }
@@ -315,6 +350,12 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
                     allow: PATCH_DELETE_ALLOW,
                 },
             },
+            ["models"] => only(method, GET, GET_ALLOW, Route::ListModels),
+            ["models", _, ..] => only(method, GET, GET_ALLOW, Route::GetModel),
+            ["chat", "completions"] => only(method, POST, POST_ALLOW, Route::ChatCompletions),
+            ["embeddings"] => only(method, POST, POST_ALLOW, Route::Embeddings),
+            ["images", "generations"] => only(method, POST, POST_ALLOW, Route::ImageGenerations),
+            ["usage"] => only(method, GET, GET_ALLOW, Route::Usage),
             ["topup", amount] => only(method, POST, POST_ALLOW, Route::Topup(dollars(amount))),
             ["api-keys", key, "regenerate"] => match id(key) {
                 Some(key) => only(method, POST, POST_ALLOW, Route::RegenerateApiKey(key)),
@@ -436,6 +477,47 @@ mod tests {
             Route::Dashboard
         );
         assert_eq!(parse_route(&Method::GET, "/api/v1/credits"), Route::Credits);
+    }
+
+    #[test]
+    fn gateway_routes() {
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/models"),
+            Route::ListModels
+        );
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/models/gpt-4o"),
+            Route::GetModel
+        );
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/models/openai/gpt-4o"),
+            Route::GetModel
+        );
+        assert_eq!(
+            parse_route(&Method::POST, "/api/v1/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/chat/completions"),
+            Route::MethodNotAllowed { allow: POST_ALLOW }
+        );
+        assert_eq!(
+            parse_route(&Method::POST, "/api/v1/embeddings"),
+            Route::Embeddings
+        );
+        assert_eq!(
+            parse_route(&Method::POST, "/api/v1/images/generations"),
+            Route::ImageGenerations
+        );
+        assert_eq!(parse_route(&Method::GET, "/api/v1/usage"), Route::Usage);
+        let chat = Route::ChatCompletions.needs();
+        assert_eq!(chat.payment, Payment::PerRequest);
+        assert_eq!(
+            chat.caller,
+            Caller::Credential(Requirement::Permission(Resource::CHAT))
+        );
+        assert_eq!(chat.scopes, Scopes::OrganizationOrApp);
+        assert_eq!(chat.body, BodyUse::Json);
     }
 
     #[test]

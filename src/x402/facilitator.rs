@@ -84,17 +84,7 @@ impl std::fmt::Debug for Facilitator {
 }
 
 /// Checks a facilitator URL: `http://` or `https://`, a host, no query.
-pub fn validate_url(url: &str) -> Result<(), String> {
-    let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("{url:?} must start with http:// or https://")),
-    }
-    if uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
-        return Err(format!("{url:?} needs a host and no query"));
-    }
-    Ok(())
-}
+pub use crate::config::validate_http_url as validate_url;
 
 impl Facilitator {
     /// `extra_root_pem` adds PEM certificates to the trusted roots (a private CA, tests).

@@ -11,6 +11,7 @@
 mod account;
 mod bootstrap;
 mod fuzz_seeds;
+mod gateway;
 mod http_core;
 mod keys;
 mod logging;
@@ -20,5 +21,6 @@ mod signin;
 mod storage;
 mod support;
 mod topup;
+mod upstream;
 mod vectors;
 mod wallet_auth;

@@ -25,11 +25,11 @@ use eliza_cloud::x402::{Settlement, X402Config, base_sepolia, builtin_networks};
 use crate::signin::{EvmWallet, high_s_twin, siwe_sign_in};
 use crate::support::{T0, TestResponse, TestServer, race};
 
-const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+pub const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const NOW_SECS: u64 = (T0.0 / 1000) as u64;
 const TEN_DOLLARS: u128 = 10_000_000;
 
-fn x402(settlement: Settlement) -> X402Config {
+pub fn x402(settlement: Settlement) -> X402Config {
     X402Config {
         pay_to: Some(Address::parse_any_case(PAY_TO).unwrap()),
         settlement,
@@ -38,11 +38,11 @@ fn x402(settlement: Settlement) -> X402Config {
 }
 
 /// A payer's authorization, signed over the token domain; fields may be changed before signing.
-struct Pay {
+pub struct Pay {
     key: SigningKey,
     from: Address,
     to: Address,
-    value: u128,
+    pub value: u128,
     valid_after: u64,
     valid_before: u64,
     nonce: [u8; 32],
@@ -50,7 +50,7 @@ struct Pay {
 }
 
 impl Pay {
-    fn new(payer: &EvmWallet) -> Pay {
+    pub fn new(payer: &EvmWallet) -> Pay {
         Pay {
             key: payer.signing_key(),
             from: payer.address,
@@ -111,7 +111,7 @@ impl Pay {
     }
 
     /// The `X-PAYMENT` value (v1).
-    fn v1(&self) -> String {
+    pub fn v1(&self) -> String {
         self.v1_with(&self.signature_bytes(), "exact", "base-sepolia", 1)
     }
 
@@ -191,7 +191,7 @@ fn assert_refused(r: &TestResponse, reason: &str) {
     );
 }
 
-async fn balance_of_wallet(server: &TestServer, wallet: &EvmWallet) -> (String, Value) {
+pub async fn balance_of_wallet(server: &TestServer, wallet: &EvmWallet) -> (String, Value) {
     let r = siwe_sign_in(server, wallet).await.json();
     let key = r["apiKey"].as_str().unwrap().to_string();
     let credits = server

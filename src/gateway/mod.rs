@@ -1,0 +1,355 @@
+//! The metered gateway (SPEC §9): the model table and its prices (`models`), the counting rule
+//! (`tokens`), request bodies (`request`), the providers (`providers::dev`,
+//! `providers::openai_compatible`), server-sent events in and out (`stream`), and billing
+//! (`billing`: reservations and debits). The route handlers that use them are `api::gateway`.
+//!
+//! Every metered call goes through a [`Meter`]: it holds the call's reservation, counts what the
+//! provider produced, and when the call ends, however it ends (an answer, an error, a panic, a
+//! client that hung up: its `Drop` runs then), it turns the reservation into one debit and one
+//! usage event. Nothing that must follow a call depends on the request's future staying alive.
+
+pub mod billing;
+pub mod models;
+pub mod providers;
+pub mod request;
+pub mod stream;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use billing::{Billing, CommitMode, Debit, Reservation};
+use models::{Kind, Model, ModelTable};
+use providers::openai_compatible::{Upstream, UpstreamKey};
+use stream::Usage;
+
+use crate::metrics::Metrics;
+use crate::time::Clock;
+use crate::usage::{MeteredEvent, UsageRecorder};
+
+/// Default `--upstream-timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
+/// A stream silent for this long gets a `: keep-alive` comment line (SPEC §9).
+pub const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(15);
+
+/// The gateway's part of the configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub models: Arc<ModelTable>,
+    /// Added to every platform price, 0..=1000.
+    pub markup_percent: u32,
+    pub upstream_url: Option<String>,
+    pub upstream_key: Option<UpstreamKey>,
+    /// Bounds the wait for the upstream's answer head and each silence between its chunks.
+    pub upstream_timeout: Duration,
+    pub commit: CommitMode,
+    /// Not a flag: SPEC §9's 15 s; tests shorten it.
+    pub keep_alive_after: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            models: Arc::new(ModelTable::builtin(models::Provider::Dev)),
+            markup_percent: 0,
+            upstream_url: None,
+            upstream_key: None,
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            commit: CommitMode::Grouped,
+            keep_alive_after: KEEP_ALIVE_AFTER,
+        }
+    }
+}
+
+/// The gateway's running parts.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub upstream: Option<Upstream>,
+    pub billing: Arc<Billing>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, billing: Arc<Billing>) -> Result<Gateway, String> {
+        let upstream = match &config.upstream_url {
+            Some(url) => Some(Upstream::new(
+                url,
+                config.upstream_key.as_ref(),
+                config.upstream_timeout,
+            )?),
+            None => None,
+        };
+        if config.models.uses_upstream() && upstream.is_none() {
+            return Err(
+                "a model uses the openai-compatible provider but no --upstream-url is set".into(),
+            );
+        }
+        Ok(Gateway {
+            config,
+            upstream,
+            billing,
+        })
+    }
+}
+
+/// Who a metered call is billed to and recorded for.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub call_id: Uuid,
+    pub request_id: String,
+    pub organization: Uuid,
+    pub key: Option<Uuid>,
+    pub app: Option<Uuid>,
+    pub end_user: Option<String>,
+    /// `chat.completions`, `embeddings` or `images.generations`.
+    pub endpoint: &'static str,
+    pub model: Model,
+    pub markup: u32,
+    /// An `ek_test_` key: the dev provider, never debited.
+    pub test: bool,
+}
+
+/// How a metered call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The provider's whole answer went out.
+    Completed,
+    /// The client went away (or the answer was dropped) before the end: charged for the input
+    /// and for what the provider had produced (SPEC §9), never zero.
+    ClientGone,
+    /// The provider failed: charged for what it produced, nothing when it produced nothing.
+    Failed,
+}
+
+impl End {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            End::Completed => "completed",
+            End::ClientGone => "client_gone",
+            End::Failed => "failed",
+        }
+    }
+}
+
+/// What a [`Meter`] needs of the server, owned so its `Drop` can run anywhere.
+#[derive(Clone)]
+pub struct MeterSinks {
+    pub usage: Arc<UsageRecorder>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One metered call's account of itself (module docs).
+pub struct Meter {
+    context: CallContext,
+    reservation: Option<Reservation>,
+    sinks: MeterSinks,
+    /// Input tokens by the counting rule.
+    counted_input: u64,
+    /// Bytes of content the provider produced so far.
+    output_bytes: u64,
+    /// What the provider reported, when it did.
+    reported: Option<Usage>,
+    /// Images: the price of the call, charged whole once the provider was asked.
+    fixed_cost: Option<i64>,
+    /// Set once the call has been charged.
+    charged: Option<i64>,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter")
+            .field("call_id", &self.context.call_id)
+            .field("output_bytes", &self.output_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Meter {
+    pub fn new(
+        context: CallContext,
+        reservation: Option<Reservation>,
+        sinks: MeterSinks,
+        counted_input: u64,
+        fixed_cost: Option<i64>,
+    ) -> Meter {
+        Meter {
+            context,
+            reservation,
+            sinks,
+            counted_input,
+            output_bytes: 0,
+            reported: None,
+            fixed_cost,
+            charged: None,
+        }
+    }
+
+    pub fn context(&self) -> &CallContext {
+        &self.context
+    }
+
+    pub fn add_output_bytes(&mut self, bytes: u64) {
+        self.output_bytes = self.output_bytes.saturating_add(bytes);
+    }
+
+    pub fn report(&mut self, usage: Usage) {
+        self.reported = Some(usage);
+    }
+
+    pub fn produced_output(&self) -> bool {
+        self.output_bytes > 0 || self.reported.is_some_and(|u| u.completion_tokens > 0)
+    }
+
+    /// The tokens the call is charged for: the provider's report, else the counting rule.
+    pub fn tokens(&self) -> (u64, u64) {
+        match self.reported {
+            Some(u) => (u.prompt_tokens, u.completion_tokens),
+            None => (
+                self.counted_input,
+                tokens::count_len(usize::try_from(self.output_bytes).unwrap_or(usize::MAX)),
+            ),
+        }
+    }
+
+    fn cost(&self, end: End) -> i64 {
+        if self.context.test {
+            return 0;
+        }
+        if let Some(fixed) = self.fixed_cost {
+            return if end == End::Failed { 0 } else { fixed };
+        }
+        if end == End::Failed && !self.produced_output() {
+            return 0;
+        }
+        let (input, output) = self.tokens();
+        models::token_cost(&self.context.model, input, output, self.context.markup)
+    }
+
+    /// Charges the call (once): the debit of its cost, its usage event, its reservation released.
+    /// Answers the cost and, in per-call commit mode, the handle of the debit's commit.
+    pub fn finish(&mut self, end: End) -> (i64, Option<tokio::task::JoinHandle<()>>) {
+        if let Some(cost) = self.charged {
+            return (cost, None);
+        }
+        let mut cost = self.cost(end);
+        if let Some(reservation) = &self.reservation
+            && cost > reservation.amount()
+        {
+            // The provider reported more than the cap the gateway sent it allows: a debit
+            // never exceeds its reservation (SPEC §9).
+            tracing::warn!(
+                request_id = %self.context.request_id,
+                cost_micros = cost,
+                reserved_micros = reservation.amount(),
+                "a provider reported more usage than reserved; debited the reservation"
+            );
+            self.sinks.metrics.record_over_reservation();
+            cost = reservation.amount();
+        }
+        self.charged = Some(cost);
+        let (input, output) = self.tokens();
+        let (input, output) = if self.fixed_cost.is_some() {
+            (0, 0)
+        } else {
+            (input, output)
+        };
+        let now = self.sinks.clock.now();
+        let c = &self.context;
+        let debit = (cost > 0).then(|| {
+            let mut metadata = vec![
+                ("model".to_string(), c.model.id.clone()),
+                ("route".to_string(), c.endpoint.to_string()),
+                ("input_tokens".to_string(), input.to_string()),
+                ("output_tokens".to_string(), output.to_string()),
+                ("request_id".to_string(), c.request_id.clone()),
+                ("end".to_string(), end.as_str().to_string()),
+            ];
+            if let Some(key) = c.key {
+                metadata.push(("key".to_string(), key.to_string()));
+            }
+            if let Some(app) = c.app {
+                metadata.push(("app".to_string(), app.to_string()));
+            }
+            Debit {
+                call_id: c.call_id,
+                organization: c.organization,
+                amount_micros: cost,
+                description: format!("{} {}", c.endpoint, c.model.id),
+                metadata,
+                at_millis: now.millis(),
+            }
+        });
+        self.sinks.usage.record_metered(&MeteredEvent {
+            organization: c.organization,
+            key: c.key,
+            app: c.app,
+            end_user: c.end_user.clone(),
+            endpoint: c.endpoint,
+            model: c.model.id.clone(),
+            input_tokens: input,
+            output_tokens: output,
+            cost_micros: cost,
+            ok: end == End::Completed,
+            at: now,
+        });
+        self.sinks
+            .metrics
+            .record_gateway_call(c.endpoint, end.as_str());
+        if cost > 0 {
+            self.sinks
+                .metrics
+                .record_credits_charged(cost.unsigned_abs());
+        }
+        if end != End::Completed {
+            tracing::info!(
+                request_id = %c.request_id,
+                endpoint = c.endpoint,
+                end = end.as_str(),
+                cost_micros = cost,
+                "metered call ended early"
+            );
+        }
+        let commit = match self.reservation.take() {
+            Some(reservation) => reservation.settle(debit),
+            None => None,
+        };
+        (cost, commit)
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if self.charged.is_none() {
+            self.finish(End::ClientGone);
+        }
+    }
+}
+
+/// The model `id` of `kind`, or the error the caller sees (404 with `param: "model"`, or 400 for
+/// a model of another kind).
+pub fn model_of<'a>(
+    table: &'a ModelTable,
+    id: &str,
+    kind: Kind,
+) -> Result<&'a Model, crate::web::error::ApiError> {
+    let model = table
+        .get(id)
+        .ok_or_else(|| crate::web::error::ApiError::ModelNotFound {
+            model: id.chars().take(128).collect(),
+        })?;
+    if model.kind != kind {
+        return Err(crate::web::error::ApiError::Validation {
+            message: format!(
+                "model: {} is a {} model; this route needs a {} model",
+                model.id,
+                model.kind.as_str(),
+                kind.as_str()
+            ),
+            details: serde_json::json!({ "model": format!("must be a {} model", kind.as_str()) }),
+        });
+    }
+    Ok(model)
+}
