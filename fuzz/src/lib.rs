@@ -250,3 +250,65 @@ pub fn base58(data: &[u8]) {
         assert_eq!(base58_decode(&encoded).ok().as_deref(), Some(data));
     }
 }
+
+/// A metered route's body (SPEC §9): every parse is a value or a 400, never a panic; what parses
+/// as chat keeps its model and counts its input by the rule.
+pub fn gateway_bodies(data: &[u8]) {
+    use eliza_cloud::gateway::request::{parse_chat, parse_embeddings, parse_images};
+    match parse_chat(data) {
+        Ok(chat) => {
+            assert!(!chat.model.is_empty());
+            assert!(chat.n >= 1);
+            assert_eq!(
+                chat.input_tokens,
+                eliza_cloud::gateway::tokens::chat_input(&chat.messages)
+            );
+        }
+        Err(e) => assert_eq!(e.status().as_u16(), 400),
+    }
+    match parse_embeddings(data) {
+        Ok(e) => assert!(!e.inputs.is_empty() && e.inputs.iter().all(|i| !i.is_empty())),
+        Err(e) => assert_eq!(e.status().as_u16(), 400),
+    }
+    if let Err(e) = parse_images(data) {
+        assert_eq!(e.status().as_u16(), 400);
+    }
+}
+
+/// A model file (`--models`), as JSON and as TOML: parsed or refused with a message, never a
+/// panic; every model of a parsed table is found by its id, and costs never panic.
+pub fn model_file(data: &[u8]) {
+    use eliza_cloud::gateway::models::{ModelTable, image_cost, token_cost};
+    let text = String::from_utf8_lossy(data);
+    for name in ["models.json", "models.toml"] {
+        match ModelTable::parse(name, &text) {
+            Ok(table) => {
+                for model in table.iter() {
+                    assert_eq!(table.get(&model.id), Some(model));
+                    let _ = token_cost(model, u64::MAX, u64::MAX, 1000);
+                    assert!(image_cost(model, 10, 1000) >= 0);
+                }
+            }
+            Err(message) => assert!(!message.is_empty()),
+        }
+    }
+}
+
+/// An upstream's event stream: parsed the same whether it arrives whole or cut in two, and each
+/// event's chunk is read without a panic.
+pub fn sse_stream(data: &[u8]) {
+    use eliza_cloud::gateway::stream::{Parser, read_chunk};
+    let cut = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
+    let mut whole = Parser::default();
+    let all = whole.push(data);
+    let mut split = Parser::default();
+    let first = split.push(data.get(..cut).unwrap_or_default());
+    let rest = split.push(data.get(cut..).unwrap_or_default());
+    if let (Ok(all), Ok(mut first), Ok(rest)) = (all, first, rest) {
+        first.extend(rest);
+        assert_eq!(all, first, "the split must not change the events");
+        for event in &all {
+            let _ = read_chunk(&event.data);
+        }
+    }
+}

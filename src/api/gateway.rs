@@ -382,7 +382,10 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
             Ok(whole_answer(state, call, &payer, meter, response, Duration::ZERO).await)
         }
         Provider::OpenAiCompatible => {
-            let upstream = gateway.upstream.as_ref().ok_or(ApiError::Internal)?;
+            let Some(upstream) = gateway.upstream.as_ref() else {
+                meter.finish(End::Failed);
+                return Err(ApiError::Internal);
+            };
             let mut body = upstream_body(&request.raw, model);
             let cap_field = if request.raw.contains_key("max_completion_tokens") {
                 "max_completion_tokens"
@@ -826,7 +829,10 @@ async fn forward_whole(
     path: &str,
     body: Map<String, Value>,
 ) -> Result<(Bytes, Duration), ApiError> {
-    let upstream = state.gateway.upstream.as_ref().ok_or(ApiError::Internal)?;
+    let Some(upstream) = state.gateway.upstream.as_ref() else {
+        meter.finish(End::Failed);
+        return Err(ApiError::Internal);
+    };
     let started = Instant::now();
     let result = async {
         let response = upstream
@@ -883,11 +889,20 @@ pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, Api
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
-            .map_err(|_| ApiError::Internal)?
-            .map_err(|e| {
-                tracing::error!(error = %e, "dev image encoding failed");
-                ApiError::Internal
-            })?;
+            .map_err(|_| ApiError::Internal)
+            .and_then(|encoded| {
+                encoded.map_err(|e| {
+                    tracing::error!(error = %e, "dev image encoding failed");
+                    ApiError::Internal
+                })
+            });
+            let images = match images {
+                Ok(images) => images,
+                Err(e) => {
+                    meter.finish(End::Failed);
+                    return Err(e);
+                }
+            };
             let data: Vec<Value> = images
                 .iter()
                 .map(|png| json!({"b64_json": STANDARD.encode(png), "revised_prompt": request.prompt}))

@@ -323,7 +323,13 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         if self.charged.is_none() {
-            self.finish(End::ClientGone);
+            // Unwinding from a panic is our failure, not the caller's going away.
+            let end = if std::thread::panicking() {
+                End::Failed
+            } else {
+                End::ClientGone
+            };
+            self.finish(end);
         }
     }
 }

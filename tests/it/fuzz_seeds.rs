@@ -89,3 +89,24 @@ fn stored_record_seeds() {
 fn signin_nonce_seeds() {
     replay("signin_nonce", bodies::signin_nonce);
 }
+
+#[test]
+fn gateway_body_seeds() {
+    replay("gateway_bodies", bodies::gateway_bodies);
+}
+
+#[test]
+fn model_file_seeds() {
+    replay("model_file", bodies::model_file);
+    // The seeds parse, so the table laws are exercised from the start.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/model_file");
+    for (name, as_name) in [("json_00", "m.json"), ("toml_00", "m.toml")] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        eliza_cloud::gateway::models::ModelTable::parse(as_name, &text).unwrap();
+    }
+}
+
+#[test]
+fn sse_stream_seeds() {
+    replay("sse_stream", bodies::sse_stream);
+}

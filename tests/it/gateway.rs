@@ -667,7 +667,11 @@ async fn each_upstream_chunk_reaches_the_client_as_it_arrives() {
         ..Script::default()
     })
     .await;
-    let (server, key, _) = funded(Some(&upstream), 10_000).await;
+    let mut gateway = gateway_config(Some(&upstream));
+    gateway.keep_alive_after = Duration::from_millis(50);
+    let server = TestServer::start_with(move |c| c.gateway = gateway).await;
+    let key = server.operator_key.clone();
+    grant(&server, organization_of(&server, &key).await, 10_000);
     let body = chat(
         "up-chat",
         json!({"stream": true, "stream_options": {"include_usage": true}}),
@@ -675,8 +679,17 @@ async fn each_upstream_chunk_reaches_the_client_as_it_arrives() {
     // The first pieces arrive while the upstream still holds the rest: nothing buffers.
     let (mut socket, mut seen) = stream_until(&server, &key, &body, " from").await;
     assert!(!seen.contains("upstream."), "{seen}");
-    upstream.release();
+    // A silence longer than the keep-alive period carries a comment line (SPEC §9: 15 s).
     let mut buf = [0u8; 4096];
+    while !seen.contains(": keep-alive\n\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    upstream.release();
     while !seen.contains("data: [DONE]") {
         let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
             .await
