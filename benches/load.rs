@@ -12,11 +12,14 @@
 //! (`apt-get install wrk`): without it the bench says so and fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support.rs"]
+mod support;
+use support::{Figures, Process, env_num, median, wrk};
+
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use bytes::Bytes;
 use http::Response;
@@ -28,13 +31,6 @@ use tokio::net::TcpListener;
 use eliza_cloud::auth::api_key::generate_key;
 use eliza_cloud::store::keys::KeyType;
 use eliza_cloud::time::{Clock, SystemClock};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The baseline process: hyper's hello-world with the same auto builder as ours.
 fn bare_server() {
@@ -58,121 +54,6 @@ fn bare_server() {
             });
         }
     });
-}
-
-/// A server process whose stderr is drained by a thread once it said where it listens.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    fn spawn(mut command: Command) -> Process {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if let Some(at) = line.find("listening on http://") {
-                    let addr = line[at + "listening on http://".len()..].trim();
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-                line.clear();
-            }
-            let _ = reader.read_to_end(&mut Vec::new());
-        });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the server did not start");
-        Process { child, addr }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One wrk run's figures.
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// `wrk`'s latency text (`512.00us`, `1.20ms`, `2.00s`) in milliseconds.
-fn millis(text: &str) -> f64 {
-    let (number, scale) = if let Some(v) = text.strip_suffix("us") {
-        (v, 0.001)
-    } else if let Some(v) = text.strip_suffix("ms") {
-        (v, 1.0)
-    } else if let Some(v) = text.strip_suffix('s') {
-        (v, 1000.0)
-    } else {
-        (text, 1.0)
-    };
-    number.parse::<f64>().unwrap_or(f64::NAN) * scale
-}
-
-fn wrk(addr: SocketAddr, path: &str, key: Option<&str>, seconds: u64) -> Figures {
-    let connections = env_num("LOAD_CONNECTIONS", 32);
-    let threads = env_num("LOAD_THREADS", 2);
-    let mut command = Command::new("wrk");
-    command
-        .arg(format!("-t{threads}"))
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .arg("--latency");
-    if let Some(key) = key {
-        command.arg("-H").arg(format!("X-API-Key: {key}"));
-    }
-    let out = command
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("wrk runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("Non-2xx"),
-        "some answers were not 200:\n{text}"
-    );
-    let mut figures = Figures::default();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", v] => figures.rps = v.parse().unwrap_or(0.0),
-            ["50%", v] => figures.p50_ms = millis(v),
-            ["99%", v] => figures.p99_ms = millis(v),
-            _ => {}
-        }
-    }
-    assert!(figures.rps > 0.0, "wrk printed no rate:\n{text}");
-    figures
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A data directory with the operator's key registered, and a rate limit on its organization
@@ -217,12 +98,12 @@ fn compare(
 ) -> (Figures, Figures, f64) {
     let path = "/api/v1/auth/whoami";
     // Warm both up.
-    wrk(bare, "/", None, 1);
-    wrk(full, path, Some(key), 1);
+    wrk(bare, "/", &[], None, 1);
+    wrk(full, path, &[format!("X-API-Key: {key}")], None, 1);
     let (mut b, mut f, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let bare_run = wrk(bare, "/", None, seconds);
-        let full_run = wrk(full, path, Some(key), seconds);
+        let bare_run = wrk(bare, "/", &[], None, seconds);
+        let full_run = wrk(full, path, &[format!("X-API-Key: {key}")], None, seconds);
         let ratio = full_run.rps / bare_run.rps;
         println!(
             "  round {round}: bare {:>8.0} req/s, whoami {:>8.0} req/s, ratio {ratio:.3}",

@@ -22,7 +22,7 @@ pub enum Command {
     Version(VersionArgs),
 }
 
-#[derive(FromArgs, Debug, Default, Clone)]
+#[derive(FromArgs, Default, Clone)]
 #[argh(subcommand, name = "serve")]
 /// run the HTTP server. Every flag can also be set by the environment variable
 /// ELIZA_CLOUD_<FLAG> (e.g. --public-url by ELIZA_CLOUD_PUBLIC_URL); a flag wins over its
@@ -137,6 +137,21 @@ pub struct ServeArgs {
     /// per-call (ELIZA_CLOUD_DEBIT_COMMIT; default grouped)
     #[argh(option)]
     pub debit_commit: Option<String>,
+}
+
+/// Written by hand: the flags may hold the upstream key, which no `Debug` may show.
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("data", &self.data)
+            .field("public_url", &self.public_url)
+            .field(
+                "upstream_key",
+                &self.upstream_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(FromArgs, Debug)]

@@ -437,6 +437,10 @@ pub fn validate_http_url(url: &str) -> Result<(), String> {
         Some("http" | "https") => {}
         _ => return Err(format!("{url:?} must start with http:// or https://")),
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // Never echoed: the user part may be a credential.
+        return Err("the URL must not carry a user name or password (give keys by flag)".into());
+    }
     if uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
         return Err(format!("{url:?} needs a host and no query"));
     }
@@ -597,6 +601,72 @@ mod tests {
         ] {
             assert!(PublicUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gateway_flags() {
+        let c = ServeConfig::resolve(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert!(!c.gateway.models.uses_upstream());
+        let env = env_of(&[
+            ("ELIZA_CLOUD_UPSTREAM_URL", "https://api.openai.com/v1"),
+            ("ELIZA_CLOUD_UPSTREAM_KEY", "sk-secret-value"),
+            ("ELIZA_CLOUD_MARKUP_PERCENT", "25"),
+            ("ELIZA_CLOUD_DEBIT_COMMIT", "per-call"),
+        ]);
+        let c = ServeConfig::resolve(&ServeArgs::default(), &env).unwrap();
+        assert!(
+            c.gateway.models.uses_upstream(),
+            "built-in models go upstream"
+        );
+        assert_eq!(c.gateway.markup_percent, 25);
+        assert!(
+            !format!("{c:?}").contains("sk-secret-value"),
+            "Debug redacts the key"
+        );
+        for (var, value) in [
+            ("ELIZA_CLOUD_MARKUP_PERCENT", "1001"),
+            ("ELIZA_CLOUD_UPSTREAM_TIMEOUT", "soon"),
+            ("ELIZA_CLOUD_DEBIT_COMMIT", "sometimes"),
+            ("ELIZA_CLOUD_MODELS", "/nonexistent/models.toml"),
+        ] {
+            let err =
+                ServeConfig::resolve(&ServeArgs::default(), &env_of(&[(var, value)])).unwrap_err();
+            assert!(err.contains(var), "{err}");
+        }
+        let err = ServeConfig::resolve(
+            &ServeArgs::default(),
+            &env_of(&[(
+                "ELIZA_CLOUD_UPSTREAM_URL",
+                "https://user:sk-in-url@api.example.com/v1",
+            )]),
+        )
+        .unwrap_err();
+        assert!(!err.contains("sk-in-url"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("models.json");
+        std::fs::write(
+            &file,
+            r#"{"models": [{"id": "x", "kind": "chat", "provider": "dev"}]}"#,
+        )
+        .unwrap();
+        let err = ServeConfig::resolve(
+            &ServeArgs::default(),
+            &env_of(&[("ELIZA_CLOUD_MODELS", file.to_str().unwrap())]),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("entry 1 (id \"x\")") && err.contains("input_price_micros_per_million"),
+            "{err}"
+        );
+        // trust-signature settlement cannot buy upstream calls.
+        let args = ServeArgs {
+            x402_pay_to: Some("0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into()),
+            x402_settlement: Some("trust-signature".into()),
+            upstream_url: Some("http://127.0.0.1:9/v1".into()),
+            ..ServeArgs::default()
+        };
+        let err = ServeConfig::resolve(&args, &env_of(&[])).unwrap_err();
+        assert!(err.contains("trust-signature"), "{err}");
     }
 
     #[test]

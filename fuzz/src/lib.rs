@@ -262,6 +262,7 @@ pub fn gateway_bodies(data: &[u8]) {
             assert_eq!(
                 chat.input_tokens,
                 eliza_cloud::gateway::tokens::chat_input(&chat.messages)
+                    + eliza_cloud::gateway::tokens::chat_extra_input(&chat.raw)
             );
         }
         Err(e) => assert_eq!(e.status().as_u16(), 400),

@@ -38,8 +38,10 @@ use crate::web::error::ApiError;
 use crate::x402::payment_header;
 use crate::x402::required::Offer;
 
-/// Largest whole (non-streamed) upstream answer read, in bytes.
-const MAX_UPSTREAM_ANSWER: usize = 32 << 20;
+/// Largest whole (non-streamed) upstream answer read, in bytes: chat and embeddings.
+const MAX_UPSTREAM_ANSWER: usize = 64 << 20;
+/// Largest upstream images answer (ten 1024² images as base64 PNG fit well inside).
+const MAX_UPSTREAM_IMAGES: usize = 160 << 20;
 /// `created` of every model in `/models`: the table has no dates of its own.
 const MODELS_CREATED: i64 = 1_767_225_600;
 
@@ -232,7 +234,7 @@ fn admit(
         organization: payer.organization,
         key: payer.key,
         app: payer.app,
-        end_user: None,
+        end_user: payer.app.and_then(|_| end_user_of(&call.parts.headers)),
         endpoint,
         model: model.clone(),
         markup: gateway.config.markup_percent,
@@ -250,6 +252,19 @@ fn admit(
         counted_input,
         fixed_cost,
     ))
+}
+
+/// Longest `X-App-User-Id` kept.
+const MAX_END_USER_LEN: usize = 128;
+
+/// The app's end user a call names with `X-App-User-Id` (SPEC §10): printable ASCII up to 128
+/// bytes, else none.
+fn end_user_of(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-app-user-id")?.to_str().ok()?.trim();
+    let sane = !value.is_empty()
+        && value.len() <= MAX_END_USER_LEN
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    sane.then(|| value.to_string())
 }
 
 /// The provider that serves a call: test keys always get `dev`.
@@ -358,6 +373,8 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
                     usage,
                 };
                 return Ok(stream_response(
+                    state,
+                    &payer,
                     Body::Boxed(body.boxed()),
                     call.started.elapsed(),
                 ));
@@ -387,15 +404,26 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
                 return Err(ApiError::Internal);
             };
             let mut body = upstream_body(&request.raw, model);
-            let cap_field = if request.raw.contains_key("max_completion_tokens") {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
-            body.insert(cap_field.into(), Value::from(cap));
+            // The cap in every field the caller used (`max_tokens` when it named none), so no
+            // provider can produce more than was reserved.
+            let mut capped = false;
+            for field in ["max_completion_tokens", "max_tokens"] {
+                if request.raw.contains_key(field) {
+                    body.insert(field.into(), Value::from(cap));
+                    capped = true;
+                }
+            }
+            if !capped {
+                body.insert("max_tokens".into(), Value::from(cap));
+            }
             if request.stream {
                 // Usage is asked for always, and hidden again if the caller did not ask.
-                body.insert("stream_options".into(), json!({ "include_usage": true }));
+                let mut options = match body.remove("stream_options") {
+                    Some(Value::Object(options)) => options,
+                    _ => Map::new(),
+                };
+                options.insert("include_usage".into(), Value::Bool(true));
+                body.insert("stream_options".into(), Value::Object(options));
             }
             let provider_started = Instant::now();
             let answer = upstream
@@ -421,6 +449,8 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
                     gateway.config.keep_alive_after,
                 );
                 return Ok(stream_response(
+                    state,
+                    &payer,
                     Body::Boxed(body.boxed()),
                     call.started.elapsed().saturating_sub(waited),
                 ));
@@ -458,7 +488,8 @@ fn json_response(bytes: Bytes) -> Response<Body> {
     response
 }
 
-/// The content bytes of a whole chat completion (every choice's `message.content`).
+/// The output bytes of a whole chat completion: every choice's message, by the rule of
+/// [`stream::output_bytes`].
 fn whole_content_bytes(value: &Value) -> u64 {
     value
         .get("choices")
@@ -466,8 +497,8 @@ fn whole_content_bytes(value: &Value) -> u64 {
         .map(|choices| {
             choices
                 .iter()
-                .filter_map(|c| c.get("message")?.get("content")?.as_str())
-                .map(|s| s.len() as u64)
+                .filter_map(|c| c.get("message"))
+                .map(stream::output_bytes)
                 .sum()
         })
         .unwrap_or(0)
@@ -481,9 +512,22 @@ fn usage_view(usage: Usage) -> Value {
     })
 }
 
-fn stream_response(body: Body, overhead: Duration) -> Response<Body> {
+fn stream_response(
+    state: &AppState,
+    payer: &Payer,
+    body: Body,
+    overhead: Duration,
+) -> Response<Body> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
+    if let Some(paid) = &payer.paid {
+        receipt_headers(
+            headers,
+            &state.config.x402.network,
+            &paid.transaction,
+            &paid.payer,
+        );
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -645,7 +689,8 @@ impl UpstreamStream {
         self.done = true;
     }
 
-    fn take_data(&mut self, data: &[u8]) {
+    /// Takes bytes of the upstream's stream; answers how many events they completed.
+    fn take_data(&mut self, data: &[u8]) -> usize {
         let events = match self.parser.push(data) {
             Ok(events) => events,
             Err(stream::ParseError::TooLong) => {
@@ -655,12 +700,13 @@ impl UpstreamStream {
                     "UPSTREAM_ERROR",
                 );
                 self.end(End::Failed, Some(line));
-                return;
+                return 1;
             }
         };
+        let count = events.len();
         for event in events {
             if self.done {
-                return;
+                return count;
             }
             match stream::read_chunk(&event.data) {
                 Chunk::Done => {
@@ -687,6 +733,7 @@ impl UpstreamStream {
                 Chunk::Other => self.queue.push_back(stream::frame(&event.data)),
             }
         }
+        count
     }
 }
 
@@ -708,11 +755,14 @@ impl http_body::Body for UpstreamStream {
             }
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let now = tokio::time::Instant::now();
-                    this.silence.as_mut().reset(now + this.timeout);
-                    this.keep_alive.as_mut().reset(now + this.keep_alive_after);
-                    if let Ok(data) = frame.into_data() {
-                        this.take_data(&data);
+                    // Only events count as an answer: comment lines alone (an upstream's own
+                    // pings) do not keep a stream and its reservation open past the timeout.
+                    if let Ok(data) = frame.into_data()
+                        && this.take_data(&data) > 0
+                    {
+                        let now = tokio::time::Instant::now();
+                        this.silence.as_mut().reset(now + this.timeout);
+                        this.keep_alive.as_mut().reset(now + this.keep_alive_after);
                     }
                 }
                 Poll::Ready(Some(Err(_))) => {
@@ -721,8 +771,11 @@ impl http_body::Body for UpstreamStream {
                     this.end(End::Failed, Some(line));
                 }
                 Poll::Ready(None) => {
-                    // Ended without `[DONE]`: what came is the answer; the caller gets its end.
-                    this.end(End::Completed, Some(stream::frame(stream::DONE)));
+                    // Ended without `[DONE]`: a cut answer, said as such (never a made-up end).
+                    tracing::warn!("upstream stream ended without [DONE]");
+                    let line =
+                        stream_error("The upstream stream ended before its end", "UPSTREAM_ERROR");
+                    this.end(End::Failed, Some(line));
                 }
                 Poll::Pending => {
                     if this.silence.as_mut().poll(cx).is_ready() {
@@ -747,6 +800,32 @@ impl http_body::Body for UpstreamStream {
     }
 }
 
+/// Most numbers in one embeddings answer (inputs × dimensions): 16 MiB of floats.
+const MAX_EMBEDDING_FLOATS: usize = 4 << 20;
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum EmbeddingData {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(serde::Serialize)]
+struct EmbeddingView {
+    object: &'static str,
+    index: usize,
+    embedding: EmbeddingData,
+}
+
+/// The answer serialised straight from the vectors (no JSON tree of numbers in between).
+#[derive(serde::Serialize)]
+struct EmbeddingsAnswer<'a> {
+    object: &'static str,
+    data: Vec<EmbeddingView>,
+    model: &'a str,
+    usage: Value,
+}
+
 /// `POST /api/v1/embeddings`.
 pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>, ApiError> {
     let gateway = &state.gateway;
@@ -757,6 +836,17 @@ pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>,
         return Err(ApiError::Validation {
             message: format!("dimensions: at most {} for {}", model.dimensions, model.id),
             details: json!({ "dimensions": format!("at most {}", model.dimensions) }),
+        });
+    }
+    let floats = request.inputs.len().saturating_mul(dimensions as usize);
+    if floats > MAX_EMBEDDING_FLOATS {
+        return Err(ApiError::Validation {
+            message: format!(
+                "input: {} inputs of {dimensions} dimensions is more than {MAX_EMBEDDING_FLOATS} \
+                 numbers in one answer; send fewer inputs per call",
+                request.inputs.len()
+            ),
+            details: json!({ "input": format!("at most {MAX_EMBEDDING_FLOATS} inputs × dimensions") }),
         });
     }
     let reservation = token_cost(
@@ -777,40 +867,44 @@ pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>,
     let mut meter = admit(state, call, &payer, "embeddings", model, charge)?;
     match provider_of(model, &payer) {
         Provider::Dev => {
-            let data: Vec<Value> = request
+            let data: Vec<EmbeddingView> = request
                 .inputs
                 .iter()
                 .enumerate()
                 .map(|(index, input)| {
                     let vector = dev::embedding(&model.id, input, dimensions);
                     let embedding = match request.encoding {
-                        Encoding::Float => json!(vector),
+                        Encoding::Float => EmbeddingData::Float(vector),
                         Encoding::Base64 => {
                             let bytes: Vec<u8> =
                                 vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                            Value::String(STANDARD.encode(bytes))
+                            EmbeddingData::Base64(STANDARD.encode(bytes))
                         }
                     };
-                    json!({"object": "embedding", "index": index, "embedding": embedding})
+                    EmbeddingView {
+                        object: "embedding",
+                        index,
+                        embedding,
+                    }
                 })
                 .collect();
             meter.report(Usage {
                 prompt_tokens: request.input_tokens,
                 completion_tokens: 0,
             });
-            let answer = json!({
-                "object": "list",
-                "data": data,
-                "model": model.id,
-                "usage": {"prompt_tokens": request.input_tokens, "total_tokens": request.input_tokens},
-            });
+            let answer = EmbeddingsAnswer {
+                object: "list",
+                data,
+                model: &model.id,
+                usage: json!({"prompt_tokens": request.input_tokens, "total_tokens": request.input_tokens}),
+            };
             let response = json_body(StatusCode::OK, &answer);
             Ok(whole_answer(state, call, &payer, meter, response, Duration::ZERO).await)
         }
         Provider::OpenAiCompatible => {
             let body = upstream_body(&request.raw, model);
             let (bytes, provider_time) =
-                forward_whole(state, &mut meter, "/embeddings", body).await?;
+                forward_whole(state, &mut meter, "/embeddings", body, MAX_UPSTREAM_ANSWER).await?;
             if let Ok(value) = serde_json::from_slice::<Value>(&bytes)
                 && let Some(usage) = Usage::of(&value)
             {
@@ -828,6 +922,7 @@ async fn forward_whole(
     meter: &mut Meter,
     path: &str,
     body: Map<String, Value>,
+    max: usize,
 ) -> Result<(Bytes, Duration), ApiError> {
     let Some(upstream) = state.gateway.upstream.as_ref() else {
         meter.finish(End::Failed);
@@ -838,7 +933,7 @@ async fn forward_whole(
         let response = upstream
             .post(path, Value::Object(body).to_string().into_bytes())
             .await?;
-        let bytes = read_body(response.into_body(), upstream.timeout, MAX_UPSTREAM_ANSWER).await?;
+        let bytes = read_body(response.into_body(), upstream.timeout, max).await?;
         if serde_json::from_slice::<Value>(&bytes).is_err() {
             return Err(UpstreamError::Malformed);
         }
@@ -913,9 +1008,18 @@ pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, Api
             Ok(whole_answer(state, call, &payer, meter, response, Duration::ZERO).await)
         }
         Provider::OpenAiCompatible => {
-            let body = upstream_body(&request.raw, model);
-            let (bytes, provider_time) =
-                forward_whole(state, &mut meter, "/images/generations", body).await?;
+            let mut body = upstream_body(&request.raw, model);
+            // b64_json is the default here (SPEC §9); OpenAI's own default would be a URL.
+            body.entry("response_format")
+                .or_insert_with(|| Value::String("b64_json".into()));
+            let (bytes, provider_time) = forward_whole(
+                state,
+                &mut meter,
+                "/images/generations",
+                body,
+                MAX_UPSTREAM_IMAGES,
+            )
+            .await?;
             let response = json_response(bytes);
             Ok(whole_answer(state, call, &payer, meter, response, provider_time).await)
         }

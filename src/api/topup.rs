@@ -151,6 +151,11 @@ pub async fn topup(
         Err(Refusal::Error(e)) => return Err(e),
     };
     state.metrics.record_credits_topped_up(micros);
+    // Less the metered debits not committed yet, like every balance the API shows (SPEC §9).
+    let new_balance = match state.gateway.billing.balance(record.organization_id) {
+        Ok(balance) => balance,
+        Err(_) => posted.balance_micros(),
+    };
     tracing::info!(
         network = %network.name,
         amount_micros = micros,
@@ -180,8 +185,8 @@ pub async fn topup(
             "walletAddress": wallet,
             "organizationId": record.organization_id,
             "transactionId": record.ledger_entry_id,
-            "newBalance": format_dollars(posted.balance_micros()),
-            "newBalance_micros": posted.balance_micros(),
+            "newBalance": format_dollars(new_balance),
+            "newBalance_micros": new_balance,
             "payment": {
                 "method": "x402",
                 "network": shown_network,

@@ -10,9 +10,9 @@
 //! in memory, so no later call can spend them and every balance the API shows includes them.
 //!
 //! The one subtle point: a batch being committed is counted by the readers of the balance until
-//! they see it in their snapshot. Each batch carries the idempotency key of one of its debits as
-//! a marker; a reader whose read transaction already holds the marker's row knows the batch is in
-//! the balance it read and does not subtract it again.
+//! they see it in their snapshot. Each batch writes a marker row of its own (`debit_batches_v1`,
+//! its random id) in its transaction; a reader whose read transaction already holds the marker
+//! knows the batch is in the balance it read and does not subtract it again.
 //!
 //! The reservations live behind this small interface so that a multi-node store can replace it
 //! (SPEC §1's "way past one machine").
@@ -24,9 +24,12 @@ use uuid::Uuid;
 
 use crate::background::Tasks;
 use crate::metrics::Metrics;
+use redb::ReadableTable;
+
 use crate::store::ledger::{
-    EntryKind, LedgerError, NewEntry, balance_of, idempotency_key_used, post_entry,
+    EntryKind, LedgerError, NewEntry, balance_of, post_entries, post_entry,
 };
+use crate::store::tables::DEBIT_BATCHES;
 use crate::store::{ReadTx, Store, StoreError};
 
 /// When a call's debit is committed.
@@ -91,8 +94,8 @@ struct Account {
 /// Debits handed to a transaction that has not committed yet.
 #[derive(Debug)]
 struct Batch {
-    id: u64,
-    marker: String,
+    /// Random: a marker left by an earlier process can never be taken for this batch's.
+    id: u128,
     amounts: HashMap<Uuid, i64>,
 }
 
@@ -101,7 +104,6 @@ struct Inner {
     accounts: HashMap<Uuid, Account>,
     queue: Vec<Debit>,
     in_flight: Vec<Batch>,
-    next_batch: u64,
 }
 
 pub struct Billing {
@@ -123,11 +125,16 @@ impl std::fmt::Debug for Billing {
 /// Debits of `org` that the snapshot `txn` does not hold yet.
 fn uncommitted(inner: &Inner, org: Uuid, txn: &impl ReadTx) -> Result<i64, StoreError> {
     let mut total = inner.accounts.get(&org).map_or(0, |a| a.unflushed);
+    let mut markers = None;
     for batch in &inner.in_flight {
-        if let Some(amount) = batch.amounts.get(&org)
-            && !idempotency_key_used(txn, &batch.marker)?
-        {
-            total = total.saturating_add(*amount);
+        if let Some(amount) = batch.amounts.get(&org) {
+            let table = match &mut markers {
+                Some(table) => table,
+                None => markers.insert(txn.read_table(DEBIT_BATCHES)?),
+            };
+            if table.get(batch.id)?.is_none() {
+                total = total.saturating_add(*amount);
+            }
         }
     }
     Ok(total)
@@ -233,7 +240,7 @@ impl Billing {
                 None
             }
             CommitMode::PerCall => {
-                let batch = Self::start_batch(&mut inner, vec![debit.clone()]);
+                let batch = Self::start_batch(&mut inner, std::slice::from_ref(&debit));
                 drop(inner);
                 let debit_copy = debit.clone();
                 let billing = self.clone();
@@ -267,23 +274,15 @@ impl Billing {
         }
     }
 
-    /// Moves `debits` from the accounts' unflushed sums (grouped) into a batch in flight.
-    fn start_batch(inner: &mut Inner, debits: Vec<Debit>) -> u64 {
-        let id = inner.next_batch;
-        inner.next_batch = inner.next_batch.wrapping_add(1);
+    /// Registers `debits` as a batch in flight.
+    fn start_batch(inner: &mut Inner, debits: &[Debit]) -> u128 {
+        let id = rand::random::<u128>();
         let mut amounts: HashMap<Uuid, i64> = HashMap::new();
-        for d in &debits {
-            *amounts.entry(d.organization).or_default() += d.amount_micros;
+        for d in debits {
+            let sum = amounts.entry(d.organization).or_default();
+            *sum = sum.saturating_add(d.amount_micros);
         }
-        let marker = debits
-            .first()
-            .map(Debit::idempotency_key)
-            .unwrap_or_default();
-        inner.in_flight.push(Batch {
-            id,
-            marker,
-            amounts,
-        });
+        inner.in_flight.push(Batch { id, amounts });
         id
     }
 
@@ -301,7 +300,7 @@ impl Billing {
                     account.unflushed = account.unflushed.saturating_sub(d.amount_micros);
                 }
             }
-            let batch = Self::start_batch(&mut inner, debits.clone());
+            let batch = Self::start_batch(&mut inner, &debits);
             (batch, debits)
         };
         self.commit(batch, debits)
@@ -309,14 +308,23 @@ impl Billing {
 
     /// Writes one batch. Whatever happens, the batch leaves the in-flight list: committed, or
     /// back in the queue (to be counted and retried).
-    fn commit(&self, batch: u64, debits: Vec<Debit>) -> Result<usize, StoreError> {
+    fn commit(&self, batch: u128, debits: Vec<Debit>) -> Result<usize, StoreError> {
+        // Markers of batches that are done (committed or put back) are removed by this one.
+        let live: Vec<u128> = self.lock().in_flight.iter().map(|b| b.id).collect();
         let result = self.store.write(|txn| {
-            let mut written = 0;
-            for d in &debits {
-                if post_debit(txn, d, &self.metrics)? {
-                    written += 1;
+            let written = post_debits(txn, &debits, &self.metrics)?;
+            let mut markers = txn.open_table(DEBIT_BATCHES)?;
+            let mut stale = Vec::new();
+            for row in markers.iter()? {
+                let id = row?.0.value();
+                if !live.contains(&id) {
+                    stale.push(id);
                 }
             }
+            for id in stale {
+                markers.remove(id)?;
+            }
+            markers.insert(batch, ())?;
             Ok::<_, StoreError>(written)
         });
         let mut inner = self.lock();
@@ -341,48 +349,67 @@ impl Billing {
     }
 }
 
-/// Posts one debit; answers whether a row was written. A debit the balance cannot cover (never
-/// the case while every debit went through a reservation) is logged and capped at the balance.
-fn post_debit(
-    txn: &redb::WriteTransaction,
-    debit: &Debit,
-    metrics: &Metrics,
-) -> Result<bool, StoreError> {
-    let entry = |amount: i64, capped: bool| {
-        let mut metadata = debit.metadata.clone();
-        if capped {
-            metadata.push(("capped_from_micros".into(), debit.amount_micros.to_string()));
-        }
-        NewEntry {
-            organization_id: debit.organization,
-            amount_micros: -amount,
-            kind: EntryKind::Debit,
-            description: debit.description.clone(),
-            idempotency_key: debit.idempotency_key(),
-            metadata,
-        }
-    };
-    match post_entry(txn, entry(debit.amount_micros, false), debit.at_millis) {
-        Ok(_) => Ok(true),
-        Err(LedgerError::InsufficientCredits { balance_micros, .. }) => {
-            tracing::error!(
-                organization = %debit.organization,
-                cost_micros = debit.amount_micros,
-                balance_micros,
-                "a debit exceeded the balance; capped at the balance"
-            );
-            metrics.record_over_reservation();
-            if balance_micros > 0 {
-                post_entry(txn, entry(balance_micros, true), debit.at_millis)
-                    .map_err(ledger_to_store)?;
-                return Ok(true);
-            }
-            Ok(false)
-        }
-        // An organization deleted since the call (never by this code), or a replayed id.
-        Err(LedgerError::UnknownOrganization | LedgerError::IdempotencyConflict) => Ok(false),
-        Err(e) => Err(ledger_to_store(e)),
+fn entry_of(debit: &Debit, amount: i64, capped: bool) -> NewEntry {
+    let mut metadata = debit.metadata.clone();
+    if capped {
+        metadata.push(("capped_from_micros".into(), debit.amount_micros.to_string()));
     }
+    NewEntry {
+        organization_id: debit.organization,
+        amount_micros: amount.saturating_neg(),
+        kind: EntryKind::Debit,
+        description: debit.description.clone(),
+        idempotency_key: debit.idempotency_key(),
+        metadata,
+    }
+}
+
+/// Posts the debits of one batch; answers how many rows were written. A debit the balance cannot
+/// cover (never the case while every debit went through a reservation) is logged and capped at
+/// the balance; one the ledger refuses for good (an unknown organization, a replayed id) is
+/// logged and left out, so it cannot hold back the rest of the batch. Only a storage failure
+/// fails the batch.
+fn post_debits(
+    txn: &redb::WriteTransaction,
+    debits: &[Debit],
+    metrics: &Metrics,
+) -> Result<usize, StoreError> {
+    let at = debits.first().map_or(0, |d| d.at_millis);
+    let entries = debits
+        .iter()
+        .map(|d| entry_of(d, d.amount_micros, false))
+        .collect();
+    let outcomes = post_entries(txn, entries, at)?;
+    let mut written = 0;
+    for (debit, outcome) in debits.iter().zip(outcomes) {
+        match outcome {
+            Ok(crate::store::ledger::Posted::New { .. }) => written += 1,
+            Ok(crate::store::ledger::Posted::Replayed { .. }) => {}
+            Err(LedgerError::InsufficientCredits { balance_micros, .. }) => {
+                tracing::error!(
+                    organization = %debit.organization,
+                    cost_micros = debit.amount_micros,
+                    balance_micros,
+                    "a debit exceeded the balance; capped at the balance"
+                );
+                metrics.record_over_reservation();
+                if balance_micros > 0 {
+                    post_entry(txn, entry_of(debit, balance_micros, true), debit.at_millis)
+                        .map_err(ledger_to_store)?;
+                    written += 1;
+                }
+            }
+            Err(LedgerError::Store(e)) => return Err(e),
+            Err(other) => {
+                tracing::error!(
+                    organization = %debit.organization,
+                    error = %other,
+                    "a debit was refused by the ledger and left out"
+                );
+            }
+        }
+    }
+    Ok(written)
 }
 
 fn ledger_to_store(e: LedgerError) -> StoreError {

@@ -138,7 +138,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let max_completion = optional_count(&raw, "max_completion_tokens", u64::from(u32::MAX))?;
     let n = optional_count(&raw, "n", u64::from(MAX_CHOICES))?.unwrap_or(1);
     Ok(ChatRequest {
-        input_tokens: tokens::chat_input(&messages),
+        input_tokens: tokens::chat_input(&messages).saturating_add(tokens::chat_extra_input(&raw)),
         raw,
         model,
         messages,

@@ -146,6 +146,27 @@ pub enum Chunk {
     Other,
 }
 
+/// The output a message or a delta carries, in bytes for the counting rule: its `content`,
+/// `refusal` and `reasoning_content` text, and the JSON text of its `tool_calls` and
+/// `function_call`.
+pub fn output_bytes(message: &Value) -> u64 {
+    let text = |field: &str| {
+        message
+            .get(field)
+            .and_then(Value::as_str)
+            .map_or(0, |s| s.len() as u64)
+    };
+    let json = |field: &str| match message.get(field) {
+        None | Some(Value::Null) => 0,
+        Some(value) => value.to_string().len() as u64,
+    };
+    text("content")
+        .saturating_add(text("refusal"))
+        .saturating_add(text("reasoning_content"))
+        .saturating_add(json("tool_calls"))
+        .saturating_add(json("function_call"))
+}
+
 pub fn read_chunk(data: &[u8]) -> Chunk {
     if data == DONE {
         return Chunk::Done;
@@ -168,8 +189,8 @@ pub fn read_chunk(data: &[u8]) -> Chunk {
     };
     let content_bytes = choices
         .iter()
-        .filter_map(|c| c.get("delta")?.get("content")?.as_str())
-        .map(|s| s.len() as u64)
+        .filter_map(|c| c.get("delta"))
+        .map(output_bytes)
         .sum();
     let usage = Usage::of(&value);
     Chunk::Completion {
@@ -231,6 +252,12 @@ mod tests {
             }
         );
         assert_eq!(read_chunk(br#"{"error":{"message":"x"}}"#), Chunk::Error);
+        // Tool calls are output too.
+        let tool = br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#;
+        let Chunk::Completion { content_bytes, .. } = read_chunk(tool) else {
+            panic!("a chunk");
+        };
+        assert!(content_bytes > 20, "{content_bytes}");
         assert_eq!(read_chunk(b"nope"), Chunk::Other);
     }
 

@@ -7,8 +7,11 @@
 //! content is the string, or, for an array of parts, the text of each `text` part plus, for any
 //! other part, the tokens of its JSON; a message's `name`, `tool_calls` and `tool_call_id` count
 //! as the tokens of their JSON text. A chat answer's output is `tokens` of all its content text
-//! together (not chunk by chunk, so streaming never costs more than the same answer whole). An
-//! embedding input is the sum of `tokens` of each input string.
+//! together (not chunk by chunk, so streaming never costs more than the same answer whole), where
+//! the text is every `content`, `refusal` and `reasoning_content` plus the JSON of `tool_calls`.
+//! The request's `tools`, `functions`, `tool_choice` and `response_format` count as the tokens of
+//! their JSON text too (a schema is input the provider reads). An embedding input is the sum of
+//! `tokens` of each input string.
 
 use serde_json::Value;
 
@@ -64,6 +67,18 @@ pub fn chat_input(messages: &[Value]) -> u64 {
                 .saturating_add(field("tool_calls"))
                 .saturating_add(field("tool_call_id"))
         })
+        .fold(0, u64::saturating_add)
+}
+
+/// The request fields beside `messages` that the provider reads as input.
+pub const INPUT_FIELDS: [&str; 4] = ["tools", "functions", "tool_choice", "response_format"];
+
+/// The input tokens of a chat request's other input fields ([`INPUT_FIELDS`]).
+pub fn chat_extra_input(request: &serde_json::Map<String, Value>) -> u64 {
+    INPUT_FIELDS
+        .iter()
+        .filter_map(|field| request.get(*field))
+        .map(json_tokens)
         .fold(0, u64::saturating_add)
 }
 

@@ -91,9 +91,10 @@ fn add_settlements_and_secrets_v6(txn: &WriteTransaction) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Version 7: the metered calls' daily aggregates.
+/// Version 7: the metered calls' daily aggregates and the debit batch markers.
 fn add_usage_metered_v7(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(USAGE_METERED)?;
+    txn.open_table(DEBIT_BATCHES)?;
     Ok(())
 }
 

@@ -80,3 +80,9 @@ pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets_
 /// id, an app id, an app's end user (`<app id>/<user id>`), a model id, or an endpoint. Schema 7.
 pub const USAGE_METERED: TableDefinition<(u128, i64, u8, &str), &[u8]> =
     TableDefinition::new("usage_metered_v1");
+
+/// Batch id → nothing: the marker of a committed batch of metered debits, written in the batch's
+/// own transaction so a reader can tell from its snapshot whether the batch is in the balance it
+/// read (`gateway::billing`). Markers of batches no longer in flight are removed by later
+/// batches. Schema 7.
+pub const DEBIT_BATCHES: TableDefinition<u128, ()> = TableDefinition::new("debit_batches_v1");

@@ -940,6 +940,30 @@ async fn upstream_failures_are_answered_as_the_spec_says_and_cost_nothing() {
         1_000_000 - (CHAT_INPUT + 2 * 2)
     );
     assert_eq!(server.running().state().gateway.billing.reserved(org), 0);
+    // A stream cut without its end: an error line, never a made-up [DONE].
+    upstream.set(Script {
+        cut: true,
+        usage: false,
+        ..Script::default()
+    });
+    let before = balance(&server, &key).await;
+    let r = post(
+        &server,
+        &key,
+        "/api/v1/chat/completions",
+        chat("up-chat", json!({"stream": true})),
+    )
+    .await;
+    let list = events(&r);
+    assert!(!list.contains(&"[DONE]".to_string()), "{list:?}");
+    let last: Value = serde_json::from_str(list.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "UPSTREAM_ERROR");
+    assert_eq!(content_of(&list), "Hello from upstream.");
+    assert_eq!(
+        before - balance(&server, &key).await,
+        CHAT_INPUT + 2 * 5,
+        "what came is paid"
+    );
     // An upstream that is not there at all.
     let gone = Upstream::start(Script::default()).await;
     let mut config = gateway_config(Some(&gone));
@@ -1096,12 +1120,35 @@ async fn x402_pays_for_one_call_and_the_rest_stays_as_credits() {
     assert!(r.header("x-payment-response").is_some() && r.header("payment-response").is_some());
     let left: i64 = r.header("x-eliza-balance-micros").unwrap().parse().unwrap();
     assert_eq!(left, 10_000 - cost);
+    // A streamed call paid the same way carries the receipt headers too.
+    let mut again = Pay::new(&wallet);
+    again.value = 10_000;
+    let streamed = {
+        let mut b = body.clone();
+        b["stream"] = json!(true);
+        server
+            .request(
+                Method::POST,
+                "/api/v1/chat/completions",
+                &[("x-forwarded-for", "10.9.8.6"), ("x-payment", &again.v1())],
+                b.to_string(),
+            )
+            .await
+    };
+    streamed.assert_status(StatusCode::OK);
+    assert!(streamed.header("payment-response").is_some());
+    assert_eq!(events(&streamed).last().unwrap(), "[DONE]");
     // A replayed payment buys nothing.
     let r = anonymous(vec![("x-payment", pay.v1())]).await;
     r.assert_status(StatusCode::PAYMENT_REQUIRED);
     // The wallet's account holds the rest as credits.
     let (shown, _) = balance_of_wallet(&server, &wallet).await;
-    assert_eq!(shown, format!("0.{:06}", 10_000 - cost));
+    let shown = (shown.parse::<f64>().unwrap() * 1e6).round() as i64;
+    // Two payments of a cent, two calls.
+    assert!(
+        shown > 20_000 - 2 * (CHAT_INPUT + 40) && shown < 20_000 - cost,
+        "{shown}"
+    );
     // A call with a credential is paid from its account; a payment beside it is ignored.
     let key = server.operator_key.clone();
     let mut other = Pay::new(&EvmWallet::new());

@@ -36,6 +36,8 @@ pub struct Script {
     pub hold_after: Option<usize>,
     /// Stream: after the held pieces, go silent for good (a stall mid-stream).
     pub stall_mid_stream: bool,
+    /// Stream: end after the pieces, without a finish chunk or `[DONE]` (a cut stream).
+    pub cut: bool,
 }
 
 impl Default for Script {
@@ -51,6 +53,7 @@ impl Default for Script {
                 .collect(),
             hold_after: None,
             stall_mid_stream: false,
+            cut: false,
         }
     }
 }
@@ -247,6 +250,9 @@ async fn handle(
                     if script.stall_mid_stream {
                         tx.closed().await;
                         return None;
+                    }
+                    if script.cut {
+                        return Some(());
                     }
                     tx.send(chunk(None, Some("stop"), None)).await.ok()?;
                     let wants = body["stream_options"]["include_usage"] == json!(true);

@@ -229,6 +229,19 @@ pub fn api_error(error: UpstreamError) -> ApiError {
                         .and_then(Value::as_str)
                         .map(str::to_string),
                 },
+                // OpenAI says an exhausted quota of the operator's key with a 429 too: that is
+                // the operator's, not the caller's, and no retry helps.
+                429 if error.as_ref().is_some_and(|e| {
+                    e.get("code").and_then(Value::as_str) == Some("insufficient_quota")
+                        || e.get("type").and_then(Value::as_str) == Some("insufficient_quota")
+                }) =>
+                {
+                    tracing::error!("the upstream says the operator's quota is exhausted");
+                    ApiError::UpstreamFailed {
+                        message: "The upstream model provider refused the gateway's quota".into(),
+                        may_be_billed: true,
+                    }
+                }
                 429 => ApiError::RateLimited {
                     retry_after_secs: retry_after.unwrap_or(1).min(3600),
                 },
