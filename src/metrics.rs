@@ -26,7 +26,7 @@ pub struct Metrics {
     credits_topped_up_micros: AtomicU64,
     /// Metered calls whose provider reported more than the reservation (debited the reservation).
     over_reservation: AtomicU64,
-    /// Metered calls by how they ended: completed, client_gone, failed.
+    /// Metered calls by how they ended: completed, client_gone, failed, fault.
     gateway_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     in_flight: std::sync::atomic::AtomicI64,
     connections_refused: AtomicU64,

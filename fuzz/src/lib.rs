@@ -85,6 +85,10 @@ pub fn query_string(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // `period=YYYY-MM` of the usage route: a month that parses prints back as itself.
+    if let Some(period) = eliza_cloud::api::usage::Period::parse(text) {
+        assert_eq!(period.text(), text);
+    }
     if let Ok(pairs) = parse_query(text) {
         let encode = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
         let again: String = pairs

@@ -121,6 +121,8 @@ pub enum End {
     ClientGone,
     /// The provider failed: charged for what it produced, nothing when it produced nothing.
     Failed,
+    /// Our own fault (a panic unwound through the call): charged nothing.
+    Fault,
 }
 
 impl End {
@@ -129,6 +131,7 @@ impl End {
             End::Completed => "completed",
             End::ClientGone => "client_gone",
             End::Failed => "failed",
+            End::Fault => "fault",
         }
     }
 }
@@ -215,7 +218,7 @@ impl Meter {
     }
 
     fn cost(&self, end: End) -> i64 {
-        if self.context.test {
+        if self.context.test || end == End::Fault {
             return 0;
         }
         if let Some(fixed) = self.fixed_cost {
@@ -325,7 +328,7 @@ impl Drop for Meter {
         if self.charged.is_none() {
             // Unwinding from a panic is our failure, not the caller's going away.
             let end = if std::thread::panicking() {
-                End::Failed
+                End::Fault
             } else {
                 End::ClientGone
             };
@@ -358,4 +361,132 @@ pub fn model_of<'a>(
         });
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::ledger::{EntryKind, NewEntry, balance_of, post_entry};
+    use crate::store::orgs::{OrgRecord, Plan, insert_org};
+    use crate::time::{ManualClock, Timestamp};
+
+    fn funded(micros: i64) -> (tempfile::TempDir, Arc<Billing>, MeterSinks, Uuid, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let org = Uuid::new_v4();
+        store
+            .write(|txn| {
+                insert_org(
+                    txn,
+                    &OrgRecord {
+                        id: org,
+                        name: "A".into(),
+                        slug: format!("a-{org}"),
+                        plan: Plan::Free,
+                        custom_rate_limit: None,
+                        is_active: true,
+                        created_at: 0,
+                        updated_at: 0,
+                    },
+                )?;
+                post_entry(
+                    txn,
+                    NewEntry {
+                        organization_id: org,
+                        amount_micros: micros,
+                        kind: EntryKind::Credit,
+                        description: "grant".into(),
+                        idempotency_key: "grant".into(),
+                        metadata: vec![],
+                    },
+                    0,
+                )
+                .map_err(|e| crate::store::StoreError::Db(e.to_string()))
+            })
+            .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let billing = Arc::new(Billing::new(
+            store.clone(),
+            metrics.clone(),
+            crate::background::Tasks::default(),
+            CommitMode::Grouped,
+        ));
+        let sinks = MeterSinks {
+            usage: Arc::new(UsageRecorder::default()),
+            metrics,
+            clock: Arc::new(ManualClock::new(Timestamp(0))),
+        };
+        (tmp, billing, sinks, org, store)
+    }
+
+    fn meter(billing: &Arc<Billing>, sinks: &MeterSinks, org: Uuid, reserve: i64) -> Meter {
+        let model = ModelTable::builtin(models::Provider::Dev)
+            .get("gpt-4o")
+            .unwrap()
+            .clone();
+        let context = CallContext {
+            call_id: Uuid::new_v4(),
+            request_id: "req_t".into(),
+            organization: org,
+            key: None,
+            app: None,
+            end_user: None,
+            endpoint: "chat.completions",
+            model,
+            markup: 0,
+            test: false,
+        };
+        let reservation = billing.reserve(org, reserve).unwrap();
+        Meter::new(context, Some(reservation), sinks.clone(), 1000, None)
+    }
+
+    #[test]
+    fn a_panic_releases_the_reservation_and_charges_nothing() {
+        let (_tmp, billing, sinks, org, store) = funded(1_000_000);
+        let held = meter(&billing, &sinks, org, 600_000);
+        assert_eq!(billing.reserved(org), 600_000);
+        assert!(matches!(
+            billing.reserve(org, 600_000),
+            Err(billing::ReserveError::Short(_))
+        ));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut held = held;
+            held.add_output_bytes(400);
+            panic!("a bug mid-call");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(billing.reserved(org), 0);
+        assert_eq!(
+            billing.balance(org).unwrap(),
+            1_000_000,
+            "a panic costs nothing"
+        );
+        // A client gone is charged for what was produced: input 1000 + output 100 at gpt-4o.
+        let mut gone = meter(&billing, &sinks, org, 600_000);
+        gone.add_output_bytes(400);
+        drop(gone);
+        let charged = 1_000_000 - billing.balance(org).unwrap();
+        assert_eq!(
+            charged,
+            models::token_cost(
+                ModelTable::builtin(models::Provider::Dev)
+                    .get("gpt-4o")
+                    .unwrap(),
+                1000,
+                100,
+                0
+            )
+        );
+        assert_eq!(billing.flush().unwrap(), 1);
+        assert_eq!(
+            store.read(|t| balance_of(t, org)).unwrap(),
+            1_000_000 - charged
+        );
+        assert_eq!(
+            billing.balance(org).unwrap(),
+            1_000_000 - charged,
+            "counted once after the flush"
+        );
+    }
 }
