@@ -265,7 +265,7 @@ pub fn gateway_bodies(data: &[u8]) {
             assert!(chat.n >= 1);
             assert_eq!(
                 chat.input_tokens,
-                eliza_cloud::gateway::tokens::chat_input(&chat.messages)
+                eliza_cloud::gateway::tokens::chat_input(chat.messages())
                     + eliza_cloud::gateway::tokens::chat_extra_input(&chat.raw)
             );
         }

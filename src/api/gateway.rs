@@ -321,8 +321,7 @@ async fn whole_answer(
 
 /// The caller's body with our fields for the upstream: its model name, and (chat) the output cap
 /// in the field the caller used (`max_tokens` when it named none).
-fn upstream_body(raw: &Map<String, Value>, model: &Model) -> Map<String, Value> {
-    let mut body = raw.clone();
+fn upstream_body(mut body: Map<String, Value>, model: &Model) -> Map<String, Value> {
     body.insert("model".into(), Value::String(model.upstream_model.clone()));
     body
 }
@@ -330,7 +329,7 @@ fn upstream_body(raw: &Map<String, Value>, model: &Model) -> Map<String, Value> 
 /// `POST /api/v1/chat/completions`.
 pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiError> {
     let gateway = &state.gateway;
-    let request = parse_chat(&call.body)?;
+    let mut request = parse_chat(&call.body)?;
     let model = model_of(&gateway.config.models, &request.model, Kind::Chat)?;
     let cap = request
         .requested_cap
@@ -352,7 +351,7 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
     let created = state.now().millis() / 1000;
     match provider_of(model, &payer) {
         Provider::Dev => {
-            let choices = dev::chat(&model.id, &request.messages, request.n, cap);
+            let choices = dev::chat(&model.id, request.messages(), request.n, cap);
             let text_len: usize = choices.iter().map(|c| c.text().len()).sum();
             let usage = Usage {
                 prompt_tokens: request.input_tokens,
@@ -403,12 +402,12 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
                 meter.finish(End::Failed);
                 return Err(ApiError::Internal);
             };
-            let mut body = upstream_body(&request.raw, model);
+            let mut body = upstream_body(std::mem::take(&mut request.raw), model);
             // The cap in every field the caller used (`max_tokens` when it named none), so no
             // provider can produce more than was reserved.
             let mut capped = false;
             for field in ["max_completion_tokens", "max_tokens"] {
-                if request.raw.contains_key(field) {
+                if body.contains_key(field) {
                     body.insert(field.into(), Value::from(cap));
                     capped = true;
                 }
@@ -829,7 +828,7 @@ struct EmbeddingsAnswer<'a> {
 /// `POST /api/v1/embeddings`.
 pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>, ApiError> {
     let gateway = &state.gateway;
-    let request = parse_embeddings(&call.body)?;
+    let mut request = parse_embeddings(&call.body)?;
     let model = model_of(&gateway.config.models, &request.model, Kind::Embedding)?;
     let dimensions = request.dimensions.unwrap_or(model.dimensions);
     if dimensions > model.dimensions {
@@ -902,7 +901,7 @@ pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>,
             Ok(whole_answer(state, call, &payer, meter, response, Duration::ZERO).await)
         }
         Provider::OpenAiCompatible => {
-            let body = upstream_body(&request.raw, model);
+            let body = upstream_body(std::mem::take(&mut request.raw), model);
             let (bytes, provider_time) =
                 forward_whole(state, &mut meter, "/embeddings", body, MAX_UPSTREAM_ANSWER).await?;
             if let Ok(value) = serde_json::from_slice::<Value>(&bytes)
@@ -952,7 +951,7 @@ async fn forward_whole(
 /// `POST /api/v1/images/generations`.
 pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, ApiError> {
     let gateway = &state.gateway;
-    let request = parse_images(&call.body)?;
+    let mut request = parse_images(&call.body)?;
     let models = &gateway.config.models;
     let model = match &request.model {
         Some(id) => model_of(models, id, Kind::Image)?,
@@ -1008,7 +1007,7 @@ pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, Api
             Ok(whole_answer(state, call, &payer, meter, response, Duration::ZERO).await)
         }
         Provider::OpenAiCompatible => {
-            let mut body = upstream_body(&request.raw, model);
+            let mut body = upstream_body(std::mem::take(&mut request.raw), model);
             // b64_json is the default here (SPEC §9); OpenAI's own default would be a URL.
             body.entry("response_format")
                 .or_insert_with(|| Value::String("b64_json".into()));

@@ -79,7 +79,6 @@ pub struct ChatRequest {
     /// The body as sent (forwarded upstream with the cap and model set).
     pub raw: Map<String, Value>,
     pub model: String,
-    pub messages: Vec<Value>,
     /// Input tokens by the counting rule.
     pub input_tokens: u64,
     pub stream: bool,
@@ -89,6 +88,16 @@ pub struct ChatRequest {
     pub requested_cap: Option<u32>,
     /// `n`, default 1.
     pub n: u32,
+}
+
+impl ChatRequest {
+    /// The messages (checked by [`parse_chat`] to be a non-empty array of objects).
+    pub fn messages(&self) -> &[Value] {
+        self.raw
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
@@ -104,11 +113,11 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
                 format!("at most {MAX_MESSAGES} messages"),
             ));
         }
-        Some(Value::Array(list)) => list.clone(),
+        Some(Value::Array(list)) => list,
         None | Some(Value::Null) => return Err(invalid("messages", "is required")),
         Some(_) => return Err(invalid("messages", "must be an array of messages")),
     };
-    for message in &messages {
+    for message in messages {
         let Some(fields) = message.as_object() else {
             return Err(invalid("messages", "each message must be an object"));
         };
@@ -137,11 +146,11 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let max_tokens = optional_count(&raw, "max_tokens", u64::from(u32::MAX))?;
     let max_completion = optional_count(&raw, "max_completion_tokens", u64::from(u32::MAX))?;
     let n = optional_count(&raw, "n", u64::from(MAX_CHOICES))?.unwrap_or(1);
+    let input_tokens = tokens::chat_input(messages).saturating_add(tokens::chat_extra_input(&raw));
     Ok(ChatRequest {
-        input_tokens: tokens::chat_input(&messages).saturating_add(tokens::chat_extra_input(&raw)),
+        input_tokens,
         raw,
         model,
-        messages,
         stream,
         include_usage,
         requested_cap: max_completion.or(max_tokens),
