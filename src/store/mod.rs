@@ -179,6 +179,11 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// redb's page cache, in bytes. redb's default is 1 GiB, which a busy ledger (a debit row per
+/// metered call) fills; the appliance keeps its memory bounded instead. Reads past the cache come
+/// from the operating system's page cache.
+pub const CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
     /// Opens (creating if needed) the database in `dir`, takes the single-process lock, and runs
     /// migrations. A lock held elsewhere is [`StoreError::Locked`], naming the server if it left
@@ -186,12 +191,15 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         ensure_data_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
-        let db = Database::create(&path).map_err(|e| match StoreError::from(e) {
-            StoreError::Locked { .. } => StoreError::Locked {
-                holder: read_server_marker(dir),
-            },
-            other => other,
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Locked { .. } => StoreError::Locked {
+                    holder: read_server_marker(dir),
+                },
+                other => other,
+            })?;
         // The directory is private already; the file is too, whatever the umask says.
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
         migrations::migrate(&db)?;
@@ -213,7 +221,10 @@ impl Store {
             Err(StoreError::NeedsRepair) => {}
             Err(e) => return Err(e),
         }
-        let db = Database::open(&path).map_err(|e| locked_or(e, dir))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open(&path)
+            .map_err(|e| locked_or(e, dir))?;
         require_current_schema(migrations::stored_version(&db)?)?;
         Ok(Store {
             db: Arc::new(db),
