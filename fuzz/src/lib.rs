@@ -317,3 +317,18 @@ pub fn sse_stream(data: &[u8]) {
         }
     }
 }
+
+/// App names and origins (SPEC §10): a slug is a clean label and idempotent; an accepted
+/// `allowed_origins` entry is accepted again as it was answered.
+pub fn app_settings(data: &[u8]) {
+    use eliza_cloud::api::apps::parse_origin_pattern;
+    use eliza_cloud::store::apps::{MAX_SLUG, slug_of};
+    let text = String::from_utf8_lossy(data);
+    let slug = slug_of(&text);
+    assert!(slug.len() <= MAX_SLUG);
+    assert!(!slug.starts_with('-') && !slug.ends_with('-') && !slug.contains("--"));
+    assert_eq!(slug_of(&slug), slug);
+    if let Some(pattern) = parse_origin_pattern(&text) {
+        assert_eq!(parse_origin_pattern(&pattern), Some(pattern.clone()));
+    }
+}

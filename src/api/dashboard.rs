@@ -28,11 +28,12 @@ pub async fn dashboard(
     let (year, month, _) = civil_from_days(today);
     let month_start = days_from_civil(year, month, 1);
     let org_id = org.id;
-    let (keys, requests_today, requests_month) = state
+    let (keys, apps, requests_today, requests_month) = state
         .store
         .read_blocking(move |txn| {
             Ok::<_, StoreError>((
                 list_keys_of_org(txn, org_id)?,
+                crate::store::apps::list_apps_of_org(txn, org_id)?.len(),
                 org_requests_between(txn, org_id, today, today)?,
                 org_requests_between(txn, org_id, month_start, today)?,
             ))
@@ -60,7 +61,7 @@ pub async fn dashboard(
                 "creditBalance_micros": balance,
             },
             "apiKeys": { "total": own_keys.len(), "active": active },
-            "apps": { "total": 0 },
+            "apps": { "total": apps },
             "usage": {
                 "requestsToday": requests_today.saturating_add(pending_today),
                 "requestsThisMonth": requests_month.saturating_add(pending_month),

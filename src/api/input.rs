@@ -43,6 +43,20 @@ impl Fields {
         self.object.get(name)
     }
 
+    /// A field's raw value, for checks of its own.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    /// Reads `alias` as `name` when only the alias was sent (the public docs' other spellings).
+    pub fn alias(&mut self, alias: &str, name: &str) {
+        if !self.object.contains_key(name)
+            && let Some(value) = self.object.remove(alias)
+        {
+            self.object.insert(name.to_string(), value);
+        }
+    }
+
     /// A string of 1..=`max` characters; `required` makes absence an error.
     pub fn string(&mut self, name: &str, max: usize, required: bool) -> Option<String> {
         match self.get(name).cloned() {

@@ -56,7 +56,19 @@ fn forbidden(message: &str, required: Option<String>) -> ApiError {
 }
 
 /// The no-escalation rule for a requested permission list.
-fn check_escalation(principal: &Principal, permissions: &[String]) -> Result<(), ApiError> {
+/// Gives a key a new secret (same id, type and settings); answers the plaintext, to be shown once.
+pub(crate) fn new_secret(key: &mut ApiKeyRecord, now_millis: i64) -> PlainKey {
+    let plain = generate_key(key.key_type);
+    key.key_hash = plain.hash();
+    key.key_prefix = plain.display_prefix();
+    key.updated_at = now_millis;
+    plain
+}
+
+pub(crate) fn check_escalation(
+    principal: &Principal,
+    permissions: &[String],
+) -> Result<(), ApiError> {
     let requested = Grant::from_stored(permissions);
     if principal.grant.covers(requested) {
         Ok(())
@@ -294,10 +306,7 @@ pub async fn regenerate(
         .write_blocking_hooked(move |txn, on_commit| {
             let mut key = own_key(txn, id, &requester)?;
             let old_hash = key.key_hash;
-            let plain = generate_key(key.key_type);
-            key.key_hash = plain.hash();
-            key.key_prefix = plain.display_prefix();
-            key.updated_at = now.millis();
+            let plain = new_secret(&mut key, now.millis());
             update_key(txn, &key)?;
             on_commit.push(move || cache.invalidate(&old_hash));
             Ok::<_, ApiError>((key, plain))

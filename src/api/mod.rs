@@ -1,6 +1,7 @@
 //! Handlers, one module per resource, plus the JSON views of stored records. Handlers never open
 //! a table themselves: they call the store's aggregate functions.
 
+pub mod apps;
 pub mod auth;
 pub mod dashboard;
 pub mod gateway;

@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -23,6 +23,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     index_keys_by_org_v5,
     add_settlements_and_secrets_v6,
     add_usage_metered_v7,
+    add_apps_v8,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -95,6 +96,15 @@ fn add_settlements_and_secrets_v6(txn: &WriteTransaction) -> Result<(), StoreErr
 fn add_usage_metered_v7(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(USAGE_METERED)?;
     txn.open_table(DEBIT_BATCHES)?;
+    Ok(())
+}
+
+/// Version 8: apps and their slug, subdomain and organization indexes.
+fn add_apps_v8(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(APPS)?;
+    txn.open_table(APP_SLUGS)?;
+    txn.open_table(APP_SUBDOMAINS)?;
+    txn.open_table(APPS_BY_ORG)?;
     Ok(())
 }
 

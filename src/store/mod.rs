@@ -6,6 +6,7 @@
 //! closure that returns `Err` aborts its transaction, so a refused operation changes nothing.
 
 pub mod accounts;
+pub mod apps;
 pub mod check;
 pub mod codec;
 pub mod keys;

@@ -86,3 +86,15 @@ pub const USAGE_METERED: TableDefinition<(u128, i64, u8, &str), &[u8]> =
 /// read (`gateway::billing`). Markers of batches no longer in flight are removed by later
 /// batches. Schema 7.
 pub const DEBIT_BATCHES: TableDefinition<u128, ()> = TableDefinition::new("debit_batches_v1");
+
+/// App id → `AppRecord` (SPEC §10). Schema 8.
+pub const APPS: TableDefinition<u128, &[u8]> = TableDefinition::new("apps_v1");
+
+/// App slug → app id: slugs are unique across the appliance. Schema 8.
+pub const APP_SLUGS: TableDefinition<&str, u128> = TableDefinition::new("app_slugs_v1");
+
+/// Subdomain label → app id: one app per label under the apps domain. Schema 8.
+pub const APP_SUBDOMAINS: TableDefinition<&str, u128> = TableDefinition::new("app_subdomains_v1");
+
+/// (organization id, app id) → nothing: an organization's apps by a range scan. Schema 8.
+pub const APPS_BY_ORG: TableDefinition<(u128, u128), ()> = TableDefinition::new("apps_by_org_v1");

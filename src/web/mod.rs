@@ -311,11 +311,13 @@ async fn authenticate_for(
 fn check_requirement(
     requirement: Requirement,
     holds: &Grant,
+    scope: Scope,
     method: &Method,
 ) -> Result<(), ApiError> {
     match requirement {
         Requirement::AnyCredential => Ok(()),
-        Requirement::Permission(resource) => {
+        Requirement::PermissionOrAppKey(_) if matches!(scope, Scope::App { .. }) => Ok(()),
+        Requirement::Permission(resource) | Requirement::PermissionOrAppKey(resource) => {
             let level = Level::of_method(method);
             if holds.allows(resource, level) {
                 Ok(())
@@ -495,7 +497,12 @@ where
                 retry_after_secs: decision.retry_after_secs,
             });
         }
-        check_requirement(requirement, &principal.grant, &parts.method)?;
+        check_requirement(
+            requirement,
+            &principal.grant,
+            principal.scope(),
+            &parts.method,
+        )?;
         state.usage.record(
             principal.api_key().map(|k| k.id),
             principal.organization().id,
@@ -547,6 +554,15 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::Embeddings => api::gateway::embeddings(state, call).await,
         Route::ImageGenerations => api::gateway::images(state, call).await,
         Route::Usage => api::usage::usage(state, call.principal()?, call.query()).await,
+        Route::ListApps => api::apps::list(state, call.principal()?, call.query()).await,
+        Route::CreateApp => api::apps::create(state, call.principal()?, &call.body).await,
+        Route::CheckAppName => api::apps::check_name(state, &call.body).await,
+        Route::GetApp(id) => api::apps::get(state, call.principal()?, id).await,
+        Route::UpdateApp(id) => api::apps::update(state, call.principal()?, id, &call.body).await,
+        Route::DeleteApp(id) => api::apps::delete(state, call.principal()?, id).await,
+        Route::RegenerateAppKey(id) => {
+            api::apps::regenerate_key(state, call.principal()?, id).await
+        }
         Route::NotFound => Err(ApiError::NotFound),
         Route::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -716,6 +732,8 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
+    const ORG: Scope = Scope::Organization(uuid::Uuid::nil());
+
     #[test]
     fn route_permissions_follow_the_method_and_name_what_is_missing() {
         use crate::auth::permissions::Resource;
@@ -723,35 +741,35 @@ mod tests {
         let chat = Grant::from_stored(&["chat".into()]);
         let need = Requirement::Permission(Resource::CHAT);
         for method in [Method::GET, Method::HEAD] {
-            assert_eq!(check_requirement(need, &chat_read, &method), Ok(()));
+            assert_eq!(check_requirement(need, &chat_read, ORG, &method), Ok(()));
         }
         for method in [Method::POST, Method::PATCH, Method::DELETE, Method::PUT] {
-            let refused = check_requirement(need, &chat_read, &method);
+            let refused = check_requirement(need, &chat_read, ORG, &method);
             let Err(ApiError::Forbidden { required, .. }) = refused else {
                 panic!("{method} allowed with chat:read");
             };
             assert_eq!(required.as_deref(), Some("chat:write"));
-            assert_eq!(check_requirement(need, &chat, &method), Ok(()));
+            assert_eq!(check_requirement(need, &chat, ORG, &method), Ok(()));
             assert_eq!(
-                check_requirement(need, &Grant::Unrestricted, &method),
+                check_requirement(need, &Grant::Unrestricted, ORG, &method),
                 Ok(())
             );
         }
         let images = Grant::from_stored(&["images".into()]);
         let Err(ApiError::Forbidden { required, .. }) =
-            check_requirement(need, &images, &Method::GET)
+            check_requirement(need, &images, ORG, &Method::GET)
         else {
             panic!("images grants chat");
         };
         assert_eq!(required.as_deref(), Some("chat:read"));
         let Err(ApiError::Forbidden { required, .. }) =
-            check_requirement(Requirement::Unrestricted, &chat, &Method::GET)
+            check_requirement(Requirement::Unrestricted, &chat, ORG, &Method::GET)
         else {
             panic!("a restricted key managed keys");
         };
         assert_eq!(required.as_deref(), Some("unrestricted"));
         assert_eq!(
-            check_requirement(Requirement::AnyCredential, &images, &Method::POST),
+            check_requirement(Requirement::AnyCredential, &images, ORG, &Method::POST),
             Ok(())
         );
     }

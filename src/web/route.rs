@@ -31,6 +31,9 @@ pub enum Requirement {
     Permission(Resource),
     /// A credential without a permission list: key management (SPEC §4).
     Unrestricted,
+    /// The permission, except for an app's key, which reaches its own app's read routes whatever
+    /// its permission list says (SPEC §10); the handler confines it to its app.
+    PermissionOrAppKey(Resource),
 }
 
 /// Which credential scopes (SPEC §4) a route admits. Fails closed: a scope a route does not
@@ -166,6 +169,13 @@ pub enum Route {
     Embeddings,
     ImageGenerations,
     Usage,
+    ListApps,
+    CreateApp,
+    CheckAppName,
+    GetApp(Uuid),
+    UpdateApp(Uuid),
+    DeleteApp(Uuid),
+    RegenerateAppKey(Uuid),
     /// `POST /api/v1/topup/{amount}`: the amount in micro-dollars, `None` when it is not a
     /// dollar amount.
     Topup(Option<i64>),
@@ -183,6 +193,7 @@ const GET: &[Method] = &[Method::GET, Method::HEAD];
 const GET_ALLOW: &str = "GET, HEAD";
 const GET_POST_ALLOW: &str = "GET, HEAD, POST";
 const PATCH_DELETE_ALLOW: &str = "PATCH, DELETE";
+const GET_PATCH_DELETE_ALLOW: &str = "GET, HEAD, PATCH, DELETE";
 const POST: &[Method] = &[Method::POST];
 const POST_ALLOW: &str = "POST";
 
@@ -214,6 +225,13 @@ impl Route {
             Route::Embeddings => "embeddings",
             Route::ImageGenerations => "images_generations",
             Route::Usage => "usage",
+            Route::ListApps => "apps_list",
+            Route::CreateApp => "apps_create",
+            Route::CheckAppName => "apps_check_name",
+            Route::GetApp(_) => "apps_get",
+            Route::UpdateApp(_) => "apps_update",
+            Route::DeleteApp(_) => "apps_delete",
+            Route::RegenerateAppKey(_) => "apps_regenerate_key",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -241,6 +259,18 @@ impl Route {
             Route::ListModels | Route::GetModel | Route::Usage => {
                 Needs::credential(AnyCredential, OrganizationOrApp)
             }
+            // App management: the organization's credentials holding `apps`; an app's key never.
+            Route::ListApps | Route::DeleteApp(_) | Route::RegenerateAppKey(_) => {
+                Needs::credential(Requirement::Permission(Resource::APPS), Organization)
+            }
+            Route::CreateApp | Route::CheckAppName | Route::UpdateApp(_) => {
+                Needs::credential(Requirement::Permission(Resource::APPS), Organization)
+                    .with_body(BodyUse::Json)
+            }
+            Route::GetApp(_) => Needs::credential(
+                Requirement::PermissionOrAppKey(Resource::APPS),
+                OrganizationOrApp,
+            ),
             Route::ChatCompletions => Needs::metered(Resource::CHAT),
             Route::Embeddings => Needs::metered(Resource::EMBEDDINGS),
             Route::ImageGenerations => Needs::metered(Resource::IMAGES),
@@ -356,6 +386,27 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
             ["embeddings"] => only(method, POST, POST_ALLOW, Route::Embeddings),
             ["images", "generations"] => only(method, POST, POST_ALLOW, Route::ImageGenerations),
             ["usage"] => only(method, GET, GET_ALLOW, Route::Usage),
+            ["apps"] => match *method {
+                Method::GET | Method::HEAD => Route::ListApps,
+                Method::POST => Route::CreateApp,
+                _ => Route::MethodNotAllowed {
+                    allow: GET_POST_ALLOW,
+                },
+            },
+            ["apps", "check-name"] => only(method, POST, POST_ALLOW, Route::CheckAppName),
+            ["apps", app] => match (id(app), method.clone()) {
+                (None, _) => Route::NotFound,
+                (Some(app), Method::GET | Method::HEAD) => Route::GetApp(app),
+                (Some(app), Method::PATCH) => Route::UpdateApp(app),
+                (Some(app), Method::DELETE) => Route::DeleteApp(app),
+                (Some(_), _) => Route::MethodNotAllowed {
+                    allow: GET_PATCH_DELETE_ALLOW,
+                },
+            },
+            ["apps", app, "regenerate-api-key"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::RegenerateAppKey(app)),
+                None => Route::NotFound,
+            },
             ["topup", amount] => only(method, POST, POST_ALLOW, Route::Topup(dollars(amount))),
             ["api-keys", key, "regenerate"] => match id(key) {
                 Some(key) => only(method, POST, POST_ALLOW, Route::RegenerateApiKey(key)),
@@ -518,6 +569,46 @@ mod tests {
         );
         assert_eq!(chat.scopes, Scopes::OrganizationOrApp);
         assert_eq!(chat.body, BodyUse::Json);
+    }
+
+    #[test]
+    fn app_routes() {
+        let id = "6f1c1f52-4f0e-4d8e-9a53-0c6f1b3f9a11";
+        let uuid = Uuid::parse_str(id).unwrap();
+        assert_eq!(parse_route(&Method::GET, "/api/v1/apps"), Route::ListApps);
+        assert_eq!(parse_route(&Method::POST, "/api/v1/apps"), Route::CreateApp);
+        assert_eq!(
+            parse_route(&Method::POST, "/api/v1/apps/check-name"),
+            Route::CheckAppName
+        );
+        assert_eq!(
+            parse_route(&Method::GET, &format!("/api/v1/apps/{id}")),
+            Route::GetApp(uuid)
+        );
+        assert_eq!(
+            parse_route(&Method::PATCH, &format!("/api/v1/apps/{id}")),
+            Route::UpdateApp(uuid)
+        );
+        assert_eq!(
+            parse_route(&Method::DELETE, &format!("/api/v1/apps/{id}")),
+            Route::DeleteApp(uuid)
+        );
+        assert_eq!(
+            parse_route(
+                &Method::POST,
+                &format!("/api/v1/apps/{id}/regenerate-api-key")
+            ),
+            Route::RegenerateAppKey(uuid)
+        );
+        assert_eq!(
+            parse_route(&Method::GET, "/api/v1/apps/nope"),
+            Route::NotFound
+        );
+        assert_eq!(Route::CreateApp.needs().scopes, Scopes::Organization);
+        assert_eq!(
+            Route::GetApp(uuid).needs().scopes,
+            Scopes::OrganizationOrApp
+        );
     }
 
     #[test]

@@ -110,3 +110,8 @@ fn model_file_seeds() {
 fn sse_stream_seeds() {
     replay("sse_stream", bodies::sse_stream);
 }
+
+#[test]
+fn app_settings_seeds() {
+    replay("app_settings", bodies::app_settings);
+}

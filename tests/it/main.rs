@@ -9,6 +9,7 @@
 )]
 
 mod account;
+mod apps;
 mod bootstrap;
 mod fuzz_seeds;
 mod gateway;

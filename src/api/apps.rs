@@ -1,0 +1,564 @@
+//! App management (SPEC §10): create (with the app's key, shown once), check a name, list, show,
+//! change, delete, and regenerate the app's key. An app's key is an `api_keys_v1` row with the
+//! app's id, so the pipeline carries its scope (`auth::scope`) and no handler can forget it.
+
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::input::Fields;
+use super::keys::{check_escalation, new_secret};
+use super::time;
+use crate::auth::Principal;
+use crate::auth::api_key::{PlainKey, generate_key};
+use crate::auth::permissions::normalise;
+use crate::auth::scope::Owner;
+use crate::money::format_dollars;
+use crate::state::AppState;
+use crate::store::apps::{
+    AppRecord, delete_app, get_app, insert_app, list_apps_of_org, slug_for, slug_taken,
+    subdomain_taken, update_app,
+};
+use crate::store::keys::{ApiKeyRecord, KeyType, delete_key, get_key, insert_key, update_key};
+use crate::web::body::{Body, json_body};
+use crate::web::error::ApiError;
+use crate::web::may_act;
+use crate::web::query::Paging;
+
+/// The app key's permissions when none are asked for (SPEC §10).
+pub const DEFAULT_PERMISSIONS: [&str; 3] = ["chat", "embeddings", "images"];
+/// The app key's requests per minute when none is asked for (SPEC §10).
+pub const DEFAULT_RATE_LIMIT: u32 = 600;
+/// Longest URL accepted.
+const MAX_URL: usize = 2048;
+/// Most `allowed_origins`.
+const MAX_ORIGINS: usize = 50;
+
+/// An http(s) URL: a scheme, a host, no spaces or controls, at most 2048 bytes.
+fn valid_url(text: &str) -> bool {
+    if text.len() > MAX_URL || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Ok(uri) = text.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && !uri.authority().is_some_and(|a| a.as_str().contains('@'))
+}
+
+/// The origin (`scheme://host[:port]`) of a valid URL.
+fn origin_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str()).to_ascii_lowercase())
+}
+
+/// An `allowed_origins` entry: `*`, an origin, or an origin whose host starts with `*.`
+/// (`https://*.example.com`). Answers it lowercased.
+pub fn parse_origin_pattern(text: &str) -> Option<String> {
+    if text == "*" {
+        return Some("*".into());
+    }
+    let (scheme, rest) = text.split_once("://")?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#', '@'])
+    {
+        return None;
+    }
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    let host_chars =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']');
+    if host.is_empty() || !host.chars().all(host_chars) || host.starts_with(['.', ':']) {
+        return None;
+    }
+    let concrete = format!("{scheme}://{host}");
+    let origin = origin_of(&concrete)?;
+    (origin == concrete.to_ascii_lowercase()).then(|| text.to_ascii_lowercase())
+}
+
+fn url_field(f: &mut Fields, name: &str, required: bool) -> Option<Option<String>> {
+    match f.value(name).cloned() {
+        None if required => {
+            f.fail(name, "is required");
+            None
+        }
+        None => None,
+        Some(Value::Null) if !required => Some(None),
+        Some(Value::String(s)) if valid_url(s.trim()) => Some(Some(s.trim().to_string())),
+        Some(_) => {
+            f.fail(name, "must be an http or https URL");
+            None
+        }
+    }
+}
+
+fn origins_field(f: &mut Fields) -> Option<Vec<String>> {
+    let bad =
+        "must be a list of origins (https://example.com), patterns (https://*.example.com) or *";
+    match f.value("allowed_origins").cloned() {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if items.len() <= MAX_ORIGINS => {
+            let parsed: Option<Vec<String>> = items
+                .iter()
+                .map(|item| item.as_str().and_then(parse_origin_pattern))
+                .collect();
+            if parsed.is_none() {
+                f.fail("allowed_origins", bad);
+            }
+            parsed
+        }
+        Some(_) => {
+            f.fail("allowed_origins", bad);
+            None
+        }
+    }
+}
+
+/// Reads the body with the public docs' other names for the same settings.
+fn app_fields(body: &[u8]) -> Result<Fields, ApiError> {
+    let mut f = Fields::parse(body)?;
+    f.alias("allowedEndpoints", "permissions");
+    f.alias("website", "website_url");
+    f.alias("logo", "logo_url");
+    f.alias("appUrl", "app_url");
+    f.alias("allowedOrigins", "allowed_origins");
+    Ok(f)
+}
+
+pub fn app_view(app: &AppRecord, key: Option<&ApiKeyRecord>) -> Value {
+    json!({
+        "id": app.id,
+        "name": app.name,
+        "slug": app.slug,
+        "app_url": app.app_url,
+        "description": app.description,
+        "website_url": app.website_url,
+        "logo_url": app.logo_url,
+        "allowed_origins": app.allowed_origins,
+        "api_key_prefix": key.map(|k| k.key_prefix.clone()),
+        "subdomain": app.subdomain,
+        "permissions": app.permissions,
+        "rateLimit": app.rate_limit,
+        "is_active": app.is_active,
+        "monetization": {
+            "enabled": app.monetization_enabled,
+            "pricing": {
+                "perRequest": format_dollars(app.per_request_micros),
+                "perRequest_micros": app.per_request_micros,
+                "perToken": format_dollars(app.per_token_micros),
+                "perToken_micros": app.per_token_micros,
+            },
+        },
+        "webhook": Value::Null,
+        "created_at": time(app.created_at),
+        "updated_at": time(app.updated_at),
+    })
+}
+
+/// A name not taken yet, for a 409's `suggestedName`: the name with ` 2`, ` 3`, … added.
+fn suggestion(txn: &impl crate::store::ReadTx, name: &str, id: Uuid) -> Result<String, ApiError> {
+    for n in 2..100u32 {
+        let candidate = format!("{name} {n}");
+        if !slug_taken(txn, &slug_for(&candidate, id))? {
+            return Ok(candidate);
+        }
+    }
+    Ok(format!("{name} {}", &id.simple().to_string()[..6]))
+}
+
+fn name_conflict(name: &str, suggested: String) -> ApiError {
+    ApiError::Conflict {
+        message: format!("An app named {name:?} (or with its slug) exists already"),
+        details: Some(json!({ "name": "taken", "suggestedName": suggested })),
+    }
+}
+
+/// `POST /api/v1/apps/check-name {name}`.
+pub async fn check_name(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let mut f = Fields::parse(body)?;
+    let name = f.string("name", 100, true);
+    f.finish()?;
+    let name = name.ok_or(ApiError::Internal)?;
+    let id = Uuid::new_v4();
+    let slug = slug_for(&name, id);
+    let probe = slug.clone();
+    let (taken, suggested) = state
+        .store
+        .read_blocking(move |txn| {
+            let taken = slug_taken(txn, &probe)?;
+            let suggested = if taken {
+                Some(suggestion(txn, &name, id)?)
+            } else {
+                None
+            };
+            Ok::<_, ApiError>((taken, suggested))
+        })
+        .await?;
+    let mut answer = json!({ "available": !taken, "slug": slug });
+    if let (Some(s), Some(map)) = (suggested, answer.as_object_mut()) {
+        map.insert("suggestedName".into(), Value::String(s));
+    }
+    Ok(json_body(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/apps`.
+pub async fn create(
+    state: &AppState,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let now = state.now().millis();
+    let mut f = app_fields(body)?;
+    let name = f.string("name", 100, true);
+    let app_url = url_field(&mut f, "app_url", true).flatten();
+    let description = f.nullable_string("description", 1000).flatten();
+    let website_url = url_field(&mut f, "website_url", false).flatten();
+    let logo_url = url_field(&mut f, "logo_url", false).flatten();
+    let origins = origins_field(&mut f);
+    let permissions = f.permissions();
+    let rate_limit = f.rate_limit().flatten();
+    f.finish()?;
+    let (Some(name), Some(app_url)) = (name, app_url) else {
+        return Err(ApiError::Internal);
+    };
+    let permissions = match permissions {
+        Some(list) if !list.is_empty() => list,
+        _ => normalise(&DEFAULT_PERMISSIONS.map(String::from)).unwrap_or_default(),
+    };
+    // No escalation (SPEC §4, §10): the app key holds nothing its creator does not.
+    check_escalation(principal, &permissions)?;
+    let allowed_origins = origins.unwrap_or_else(|| origin_of(&app_url).into_iter().collect());
+    let key_type = match principal.api_key() {
+        Some(k) if k.key_type == KeyType::Test => KeyType::Test,
+        _ => KeyType::Live,
+    };
+    let id = Uuid::new_v4();
+    let slug = slug_for(&name, id);
+    let plain = generate_key(key_type);
+    let mut key = ApiKeyRecord::fresh(
+        principal.organization().id,
+        principal.user().id,
+        format!("App: {name}"),
+        key_type,
+        plain.display_prefix(),
+        plain.hash(),
+        now,
+    );
+    key.app_id = Some(id);
+    key.permissions = permissions.clone();
+    key.rate_limit = Some(rate_limit.unwrap_or(DEFAULT_RATE_LIMIT));
+    let app = AppRecord {
+        id,
+        organization_id: principal.organization().id,
+        created_by: principal.user().id,
+        name,
+        slug,
+        subdomain: String::new(),
+        app_url,
+        description,
+        website_url,
+        logo_url,
+        allowed_origins,
+        permissions,
+        rate_limit: rate_limit.unwrap_or(DEFAULT_RATE_LIMIT),
+        is_active: true,
+        key_id: key.id,
+        monetization_enabled: false,
+        per_request_micros: 0,
+        per_token_micros: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let stored_key = key.clone();
+    let app = state
+        .store
+        .write_blocking(move |txn| {
+            let mut app = app;
+            if slug_taken(txn, &app.slug)? {
+                return Err(name_conflict(
+                    &app.name,
+                    suggestion(txn, &app.name, app.id)?,
+                ));
+            }
+            // The subdomain: the slug, unless reserved or taken; then with a short suffix.
+            let mut label = app.slug.clone();
+            while subdomain_taken(txn, &label)? {
+                label = format!("{}-{:04x}", app.slug, rand::random::<u16>());
+            }
+            app.subdomain = label;
+            insert_key(txn, &stored_key)?;
+            insert_app(txn, &app)?;
+            Ok::<_, ApiError>(app)
+        })
+        .await?;
+    Ok(created_app(&app, &key, &plain))
+}
+
+fn created_app(app: &AppRecord, key: &ApiKeyRecord, plain: &PlainKey) -> Response<Body> {
+    let mut view = app_view(app, Some(key));
+    if let Some(map) = view.as_object_mut() {
+        // The public docs show the plaintext in `app.api_key` too; it is shown only here.
+        map.insert("api_key".into(), Value::String(plain.expose().to_string()));
+    }
+    json_body(
+        StatusCode::OK,
+        &json!({ "success": true, "app": view, "apiKey": plain.expose() }),
+    )
+}
+
+/// Loads an app the caller's scope reaches: another organization's is 404, a sibling of an app
+/// key's app 403 (`web::may_act`).
+fn reachable_app(
+    txn: &impl crate::store::ReadTx,
+    id: Uuid,
+    principal: &Principal,
+) -> Result<AppRecord, ApiError> {
+    let app = get_app(txn, id)?.ok_or(ApiError::NotFound)?;
+    may_act(
+        principal,
+        Owner {
+            organization: app.organization_id,
+            app: Some(app.id),
+        },
+    )?;
+    Ok(app)
+}
+
+/// `GET /api/v1/apps`.
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let paging = Paging::from_query(query, 50, 100)?;
+    let org = principal.organization().id;
+    let (apps, keys) = state
+        .store
+        .read_blocking(move |txn| {
+            let apps = list_apps_of_org(txn, org)?;
+            let keys = apps
+                .iter()
+                .map(|a| get_key(txn, a.key_id))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ApiError>((apps, keys))
+        })
+        .await?;
+    let range = paging.slice(&apps);
+    let shown: Vec<Value> = apps
+        .get(range.clone())
+        .unwrap_or_default()
+        .iter()
+        .zip(keys.get(range).unwrap_or_default())
+        .map(|(app, key)| app_view(app, key.as_ref()))
+        .collect();
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({ "apps": shown, "page": paging.page, "limit": paging.limit, "total": apps.len() }),
+    ))
+}
+
+/// `GET /api/v1/apps/{id}` (an app key: its own app only).
+pub async fn get(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Response<Body>, ApiError> {
+    let requester = principal.clone();
+    let (app, key) = state
+        .store
+        .read_blocking(move |txn| {
+            let app = reachable_app(txn, id, &requester)?;
+            let key = get_key(txn, app.key_id)?;
+            Ok::<_, ApiError>((app, key))
+        })
+        .await?;
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({ "success": true, "app": app_view(&app, key.as_ref()) }),
+    ))
+}
+
+/// `PATCH /api/v1/apps/{id}`: the settings; the app key follows its permissions, rate limit and
+/// active flag in the same transaction, and leaves the key cache after the commit.
+pub async fn update(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let now = state.now().millis();
+    let mut f = app_fields(body)?;
+    let name = f.string("name", 100, false);
+    let app_url = url_field(&mut f, "app_url", false).flatten();
+    let description = f.nullable_string("description", 1000);
+    let website_url = url_field(&mut f, "website_url", false);
+    let logo_url = url_field(&mut f, "logo_url", false);
+    let origins = origins_field(&mut f);
+    let permissions = f.permissions();
+    let rate_limit = f.rate_limit();
+    let is_active = f.bool("is_active");
+    f.finish()?;
+    if let Some(list) = &permissions {
+        check_escalation(principal, list)?;
+    }
+    let requester = principal.clone();
+    let cache = state.key_cache.clone();
+    let (app, key) = state
+        .store
+        .write_blocking_hooked(move |txn, on_commit| {
+            let mut app = reachable_app(txn, id, &requester)?;
+            if let Some(name) = name {
+                app.name = name;
+            }
+            if let Some(url) = app_url {
+                app.app_url = url;
+            }
+            if let Some(d) = description {
+                app.description = d;
+            }
+            if let Some(u) = website_url {
+                app.website_url = u;
+            }
+            if let Some(u) = logo_url {
+                app.logo_url = u;
+            }
+            if let Some(o) = origins {
+                app.allowed_origins = o;
+            }
+            if let Some(p) = permissions.filter(|p| !p.is_empty()) {
+                app.permissions = p;
+            }
+            if let Some(r) = rate_limit {
+                app.rate_limit = r.unwrap_or(DEFAULT_RATE_LIMIT);
+            }
+            if let Some(a) = is_active {
+                app.is_active = a;
+            }
+            app.updated_at = now;
+            update_app(txn, &app)?;
+            let mut key = get_key(txn, app.key_id)?;
+            if let Some(key) = &mut key {
+                key.permissions = app.permissions.clone();
+                key.rate_limit = Some(app.rate_limit);
+                key.is_active = app.is_active;
+                key.updated_at = now;
+                update_key(txn, key)?;
+                let hash = key.key_hash;
+                on_commit.push(move || cache.invalidate(&hash));
+            }
+            Ok::<_, ApiError>((app, key))
+        })
+        .await?;
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({ "success": true, "app": app_view(&app, key.as_ref()) }),
+    ))
+}
+
+/// `DELETE /api/v1/apps/{id}`: the app and its key go; ledger rows stay.
+pub async fn delete(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Response<Body>, ApiError> {
+    let requester = principal.clone();
+    let cache = state.key_cache.clone();
+    state
+        .store
+        .write_blocking_hooked(move |txn, on_commit| {
+            let app = reachable_app(txn, id, &requester)?;
+            if let Some(key) = delete_key(txn, app.key_id)? {
+                on_commit.push(move || cache.invalidate(&key.key_hash));
+            }
+            delete_app(txn, id)?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(json_body(StatusCode::OK, &json!({ "success": true })))
+}
+
+/// `POST /api/v1/apps/{id}/regenerate-api-key`: a new secret for the same key; the old one fails
+/// on its next use (the cache entry goes after the commit).
+pub async fn regenerate_key(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Response<Body>, ApiError> {
+    let now = state.now().millis();
+    let requester = principal.clone();
+    let cache = state.key_cache.clone();
+    let caller_is_test = principal
+        .api_key()
+        .is_some_and(|k| k.key_type == KeyType::Test);
+    let plain = state
+        .store
+        .write_blocking_hooked(move |txn, on_commit| {
+            let app = reachable_app(txn, id, &requester)?;
+            let mut key = get_key(txn, app.key_id)?.ok_or(ApiError::NotFound)?;
+            // A test credential gets a test key back (SPEC §10).
+            if caller_is_test {
+                key.key_type = KeyType::Test;
+            }
+            let old = key.key_hash;
+            let plain = new_secret(&mut key, now);
+            update_key(txn, &key)?;
+            on_commit.push(move || cache.invalidate(&old));
+            Ok::<_, ApiError>(plain)
+        })
+        .await?;
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({ "success": true, "apiKey": plain.expose() }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn origin_patterns() {
+        assert_eq!(parse_origin_pattern("*").as_deref(), Some("*"));
+        assert_eq!(
+            parse_origin_pattern("https://App.Example.com").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            parse_origin_pattern("https://*.example.com").as_deref(),
+            Some("https://*.example.com")
+        );
+        assert_eq!(
+            parse_origin_pattern("http://localhost:5173").as_deref(),
+            Some("http://localhost:5173")
+        );
+        for bad in [
+            "example.com",
+            "ftp://x.com",
+            "https://x.com/",
+            "https://x.com/path",
+            "https://",
+            "https://u@x.com",
+            "https://*",
+            "https://a.*.com",
+        ] {
+            assert_eq!(parse_origin_pattern(bad), None, "{bad}");
+        }
+        assert!(valid_url("https://example.com/app"));
+        assert!(!valid_url("javascript:alert(1)"));
+        assert!(!valid_url("https://exa mple.com"));
+        assert_eq!(
+            origin_of("https://Example.com:8443/x").as_deref(),
+            Some("https://example.com:8443")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_pattern_or_not_without_panic(text in "\\PC{0,60}") {
+            if let Some(p) = parse_origin_pattern(&text) {
+                prop_assert_eq!(parse_origin_pattern(&p), Some(p.clone()));
+            }
+            let _ = valid_url(&text);
+        }
+    }
+}
