@@ -75,6 +75,34 @@ pub fn parse_origin_pattern(text: &str) -> Option<String> {
     (origin == concrete.to_ascii_lowercase()).then(|| text.to_ascii_lowercase())
 }
 
+/// Whether an `Origin` (lowercased) matches an `allowed_origins` entry: `*`, the same origin,
+/// or for `scheme://*.domain[:port]` any origin of that scheme and port whose host ends in
+/// `.domain` (one or more labels before it; not the bare domain).
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" || pattern == origin {
+        return true;
+    }
+    let Some((scheme, rest)) = pattern.split_once("://") else {
+        return false;
+    };
+    let Some(suffix) = rest.strip_prefix("*.") else {
+        return false;
+    };
+    let Some(host) = origin
+        .strip_prefix(scheme)
+        .and_then(|o| o.strip_prefix("://"))
+    else {
+        return false;
+    };
+    let Some(labels) = host
+        .strip_suffix(suffix)
+        .and_then(|rest| rest.strip_suffix('.'))
+    else {
+        return false;
+    };
+    !labels.is_empty() && !labels.contains([':', '/'])
+}
+
 fn url_field(f: &mut Fields, name: &str, required: bool) -> Option<Option<String>> {
     match f.value(name).cloned() {
         None if required => {
@@ -550,6 +578,22 @@ mod tests {
             origin_of("https://Example.com:8443/x").as_deref(),
             Some("https://example.com:8443")
         );
+    }
+
+    #[test]
+    fn origins_match_their_patterns() {
+        assert!(origin_matches("*", "https://anything.io"));
+        assert!(origin_matches("https://app.io", "https://app.io"));
+        assert!(!origin_matches("https://app.io", "http://app.io"));
+        assert!(!origin_matches("https://app.io", "https://app.io:8443"));
+        let wild = "https://*.example.com";
+        assert!(origin_matches(wild, "https://a.example.com"));
+        assert!(origin_matches(wild, "https://a.b.example.com"));
+        assert!(!origin_matches(wild, "https://example.com"));
+        assert!(!origin_matches(wild, "https://evilexample.com"));
+        assert!(!origin_matches(wild, "http://a.example.com"));
+        assert!(!origin_matches(wild, "https://a.example.com:444"));
+        assert!(!origin_matches(wild, "https://a.example.com.evil.io"));
     }
 
     proptest! {

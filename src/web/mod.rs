@@ -349,6 +349,38 @@ fn check_scope(scopes: Scopes, scope: Scope) -> Result<(), ApiError> {
     }
 }
 
+/// An app key's browser calls (those with `Origin`) must come from one of its app's
+/// `allowed_origins` (SPEC §10), else 403; a call without `Origin` is a server's and passes.
+async fn check_app_origin(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let (Scope::App { app, .. }, Some(origin)) = (principal.scope(), headers.get(header::ORIGIN))
+    else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
+    let found = state
+        .store
+        .read_blocking(move |txn| crate::store::apps::get_app(txn, app))
+        .await?;
+    let allowed = found.is_some_and(|a| {
+        a.allowed_origins
+            .iter()
+            .any(|pattern| crate::api::apps::origin_matches(pattern, &origin))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        tracing::info!("app key call from an origin its app does not allow");
+        Err(ApiError::Forbidden {
+            message: "This origin is not among the app's allowed origins".into(),
+            required: None,
+        })
+    }
+}
+
 /// [`may_act_on`] as the API answers it: 404 for another organization's, 403 for the rest.
 pub fn may_act(principal: &Principal, owner: Owner) -> Result<(), ApiError> {
     may_act_on(principal.scope(), owner).map_err(|denied| match denied {
@@ -485,6 +517,7 @@ where
     if let (Some(principal), Caller::Credential(requirement)) = (&principal, needs.caller) {
         check_cross_site(state, principal, &parts.method, &parts.headers)?;
         check_scope(needs.scopes, principal.scope())?;
+        check_app_origin(state, principal, &parts.headers).await?;
         let now = state.now();
         let decision = match drawn {
             Some(decision) => decision,

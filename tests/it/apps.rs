@@ -452,3 +452,52 @@ async fn app_creation_never_escalates_and_test_keys_make_test_app_keys() {
     .json();
     assert!(r["apiKey"].as_str().unwrap().starts_with("ek_test_"));
 }
+
+#[tokio::test]
+async fn an_app_keys_browser_calls_come_from_its_allowed_origins() {
+    let server = TestServer::start().await;
+    let key = server.operator_key.clone();
+    let r = create_app(
+        &server,
+        &key,
+        json!({"name": "Web", "app_url": "https://web.example.com/start",
+               "allowed_origins": ["https://web.example.com", "https://*.preview.example.com"]}),
+    )
+    .await
+    .json();
+    let app_key = r["apiKey"].as_str().unwrap().to_string();
+    let whoami = |origin: Option<&'static str>| {
+        let key = app_key.clone();
+        let server = &server;
+        async move {
+            let mut headers = vec![("x-api-key", key.as_str())];
+            if let Some(o) = origin {
+                headers.push(("origin", o));
+            }
+            server.get("/api/v1/auth/whoami", &headers).await
+        }
+    };
+    // No Origin: a server-side call.
+    whoami(None).await.assert_status(StatusCode::OK);
+    let ok = whoami(Some("https://web.example.com")).await;
+    ok.assert_status(StatusCode::OK);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("*"));
+    whoami(Some("https://pr-12.preview.example.com"))
+        .await
+        .assert_status(StatusCode::OK);
+    for refused in [
+        "https://evil.io",
+        "http://web.example.com",
+        "https://preview.example.com",
+    ] {
+        whoami(Some(refused)).await.assert_error(403, "FORBIDDEN");
+    }
+    // An organization's own key is not bound by an app's origins.
+    let r = server
+        .get(
+            "/api/v1/auth/whoami",
+            &[("x-api-key", &key), ("origin", "https://evil.io")],
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+}
