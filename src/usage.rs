@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use uuid::Uuid;
 
 use crate::store::keys::{get_key, update_key};
-use crate::store::usage::{Dimension, MeteredKey, UsageTotals, add_metered, add_org_requests};
+use crate::store::usage::{
+    AppUserTotals, Dimension, MeteredKey, UsageTotals, add_app_user, add_metered, add_org_requests,
+};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
@@ -25,11 +27,16 @@ pub struct PendingUsage {
     pub org_days: HashMap<(Uuid, i64), u64>,
     /// The metered calls' aggregates (SPEC §9), by organization, day and dimension.
     pub metered: HashMap<MeteredKey, UsageTotals>,
+    /// (app, end user) → first and last seen, requests and cost.
+    pub app_users: HashMap<(Uuid, String), AppUserTotals>,
 }
 
 impl PendingUsage {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.org_days.is_empty() && self.metered.is_empty()
+        self.keys.is_empty()
+            && self.org_days.is_empty()
+            && self.metered.is_empty()
+            && self.app_users.is_empty()
     }
 }
 
@@ -71,6 +78,10 @@ impl MeteredEvent {
         }
         if let Some(app) = self.app {
             keys.push(key(Dimension::App, app.to_string()));
+            keys.push(key(
+                Dimension::AppEndpoint,
+                format!("{app}/{}", self.endpoint),
+            ));
             if let Some(user) = &self.end_user {
                 keys.push(key(Dimension::EndUser, format!("{app}/{user}")));
             }
@@ -134,6 +145,19 @@ impl UsageRecorder {
             for key in event.keys() {
                 pending.metered.entry(key).or_default().add(&totals);
             }
+            if let (Some(app), Some(user)) = (event.app, &event.end_user) {
+                let seen = AppUserTotals {
+                    first_seen: event.at.millis(),
+                    last_seen: event.at.millis(),
+                    requests: 1,
+                    cost_micros: event.cost_micros,
+                };
+                pending
+                    .app_users
+                    .entry((app, user.clone()))
+                    .and_modify(|t| t.merge(&seen))
+                    .or_insert(seen);
+            }
         }
     }
 
@@ -152,6 +176,19 @@ impl UsageRecorder {
             .iter()
             .filter(|(k, _)| k.organization == organization && (from..=to).contains(&k.day))
             .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Not yet flushed: an app's end users.
+    pub fn pending_app_users(&self, app: Uuid) -> Vec<(String, AppUserTotals)> {
+        let Ok(pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        pending
+            .app_users
+            .iter()
+            .filter(|((a, _), _)| *a == app)
+            .map(|((_, user), t)| (user.clone(), *t))
             .collect()
     }
 
@@ -199,6 +236,9 @@ impl UsageRecorder {
             for (key, totals) in &taken.metered {
                 add_metered(txn, key, totals)?;
             }
+            for ((app, user), totals) in &taken.app_users {
+                add_app_user(txn, *app, user, totals)?;
+            }
             Ok::<_, StoreError>(())
         });
         if result.is_err()
@@ -214,6 +254,13 @@ impl UsageRecorder {
             }
             for (key, totals) in taken.metered {
                 pending.metered.entry(key).or_default().add(&totals);
+            }
+            for (key, totals) in taken.app_users {
+                pending
+                    .app_users
+                    .entry(key)
+                    .and_modify(|t| t.merge(&totals))
+                    .or_insert(totals);
             }
         }
         if result.is_ok() {

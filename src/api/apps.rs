@@ -539,6 +539,146 @@ pub async fn regenerate_key(
     ))
 }
 
+/// A dollar amount as §10's answers show it: a JSON number with at most 6 decimals (the public
+/// docs show `125.5`), the exact integer beside it in `*_micros`.
+fn dollars_number(micros: i64) -> Value {
+    serde_json::from_str::<Value>(&format_dollars(micros)).unwrap_or(Value::Null)
+}
+
+/// `GET /api/v1/apps/{id}/analytics?period=YYYY-MM` (an app key: its own app).
+pub async fn analytics(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    use crate::store::usage::{Dimension, UsageTotals};
+    let period = super::usage::period_of(state, query)?;
+    let requester = principal.clone();
+    let app = state
+        .store
+        .read_blocking(move |txn| reachable_app(txn, id, &requester))
+        .await?;
+    let rows = super::usage::rows_of(state, app.organization_id, period).await?;
+    let app_name = app.id.to_string();
+    let prefix = format!("{app_name}/");
+    let mut totals = UsageTotals::default();
+    let mut daily: std::collections::BTreeMap<i64, UsageTotals> = (period.first_day()
+        ..=period.last_day())
+        .map(|d| (d, UsageTotals::default()))
+        .collect();
+    let mut by_endpoint: std::collections::BTreeMap<String, UsageTotals> = Default::default();
+    let mut users = std::collections::BTreeSet::new();
+    for (key, row) in &rows {
+        match key.dimension {
+            Dimension::App if key.name == app_name => {
+                totals.add(row);
+                daily.entry(key.day).or_default().add(row);
+            }
+            Dimension::AppEndpoint => {
+                if let Some(endpoint) = key.name.strip_prefix(&prefix) {
+                    by_endpoint
+                        .entry(endpoint.to_string())
+                        .or_default()
+                        .add(row);
+                }
+            }
+            Dimension::EndUser => {
+                if let Some(user) = key.name.strip_prefix(&prefix) {
+                    users.insert(user.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let endpoint = |name: &str| by_endpoint.get(name).copied().unwrap_or_default();
+    let (chat, embeddings, images) = (
+        endpoint("chat.completions"),
+        endpoint("embeddings"),
+        endpoint("images.generations"),
+    );
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({
+            "appId": app.id,
+            "period": period.text(),
+            "usage": {
+                "totalRequests": totals.requests,
+                "chatCompletions": chat.requests,
+                "embeddings": embeddings.requests,
+                "images": images.requests,
+            },
+            "costs": {
+                "total": dollars_number(totals.cost_micros),
+                "total_micros": totals.cost_micros,
+                "byEndpoint": {
+                    "chat": dollars_number(chat.cost_micros),
+                    "chat_micros": chat.cost_micros,
+                    "embeddings": dollars_number(embeddings.cost_micros),
+                    "embeddings_micros": embeddings.cost_micros,
+                    "images": dollars_number(images.cost_micros),
+                    "images_micros": images.cost_micros,
+                },
+            },
+            "uniqueUsers": users.len(),
+            "daily": daily.iter().map(|(day, t)| json!({
+                "date": super::usage::date_text(*day),
+                "requests": t.requests,
+                "cost": dollars_number(t.cost_micros),
+                "cost_micros": t.cost_micros,
+            })).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// `GET /api/v1/apps/{id}/users?page&limit`: the app's end users, most recently seen first.
+pub async fn users(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    use crate::store::usage::{AppUserTotals, app_users};
+    let paging = Paging::from_query(query, 50, 100)?;
+    let requester = principal.clone();
+    let stored = state
+        .store
+        .read_blocking(move |txn| {
+            reachable_app(txn, id, &requester)?;
+            Ok::<_, ApiError>(app_users(txn, id)?)
+        })
+        .await?;
+    let mut merged: std::collections::HashMap<String, AppUserTotals> = stored.into_iter().collect();
+    for (user, totals) in state.usage.pending_app_users(id) {
+        merged
+            .entry(user)
+            .and_modify(|t| t.merge(&totals))
+            .or_insert(totals);
+    }
+    let mut list: Vec<(String, AppUserTotals)> = merged.into_iter().collect();
+    list.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(&b.0)));
+    let range = paging.slice(&list);
+    let shown: Vec<Value> = list
+        .get(range)
+        .unwrap_or_default()
+        .iter()
+        .map(|(user, t)| {
+            json!({
+                "id": user,
+                "firstSeen": time(t.first_seen),
+                "lastSeen": time(t.last_seen),
+                "requestCount": t.requests,
+                "cost": dollars_number(t.cost_micros),
+                "cost_micros": t.cost_micros,
+            })
+        })
+        .collect();
+    Ok(json_body(
+        StatusCode::OK,
+        &json!({ "users": shown, "total": list.len(), "page": paging.page, "limit": paging.limit }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,7 +72,7 @@ impl Period {
     }
 }
 
-fn date_text(day: i64) -> String {
+pub fn date_text(day: i64) -> String {
     let (y, m, d) = civil_from_days(day);
     format!("{y:04}-{m:02}-{d:02}")
 }
@@ -109,20 +109,25 @@ pub async fn cost_this_month(state: &AppState, org: Uuid) -> Result<i64, ApiErro
         .fold(0, i64::saturating_add))
 }
 
-pub async fn usage(
-    state: &AppState,
-    principal: &Principal,
-    query: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
+/// `?period=YYYY-MM`, default this month; else a 400 naming `period`.
+pub fn period_of(state: &AppState, query: Option<&str>) -> Result<Period, ApiError> {
     let bad = || ApiError::Validation {
         message: "period must be a month written YYYY-MM".into(),
         details: json!({ "period": "a month written YYYY-MM" }),
     };
     let pairs = parse_query(query.unwrap_or("")).map_err(|_| bad())?;
-    let period = match first(&pairs, "period") {
-        Some(text) => Period::parse(text).ok_or_else(bad)?,
-        None => Period::of_day(day_of(state.now())),
-    };
+    match first(&pairs, "period") {
+        Some(text) => Period::parse(text).ok_or_else(bad),
+        None => Ok(Period::of_day(day_of(state.now()))),
+    }
+}
+
+pub async fn usage(
+    state: &AppState,
+    principal: &Principal,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let period = period_of(state, query)?;
     let org = principal.organization().id;
     let app_only = match principal.scope() {
         Scope::App { app, .. } => Some(app),

@@ -99,12 +99,13 @@ fn add_usage_metered_v7(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Version 8: apps and their slug, subdomain and organization indexes.
+/// Version 8: apps, their slug, subdomain and organization indexes, and their end users.
 fn add_apps_v8(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(APPS)?;
     txn.open_table(APP_SLUGS)?;
     txn.open_table(APP_SUBDOMAINS)?;
     txn.open_table(APPS_BY_ORG)?;
+    txn.open_table(APP_USERS)?;
     Ok(())
 }
 

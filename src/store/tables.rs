@@ -98,3 +98,7 @@ pub const APP_SUBDOMAINS: TableDefinition<&str, u128> = TableDefinition::new("ap
 
 /// (organization id, app id) → nothing: an organization's apps by a range scan. Schema 8.
 pub const APPS_BY_ORG: TableDefinition<(u128, u128), ()> = TableDefinition::new("apps_by_org_v1");
+
+/// (app id, end user id) → `AppUserTotals`: first and last seen, requests and cost of each end
+/// user of an app (SPEC §10), written by the usage flusher. Schema 8.
+pub const APP_USERS: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("app_users_v1");

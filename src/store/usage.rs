@@ -46,16 +46,19 @@ pub enum Dimension {
     Model = 4,
     /// The route kind, e.g. `chat.completions`.
     Endpoint = 5,
+    /// `<app id>/<route kind>`: an app's calls by route (its analytics).
+    AppEndpoint = 6,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 6] = [
+    pub const ALL: [Dimension; 7] = [
         Dimension::Total,
         Dimension::Key,
         Dimension::App,
         Dimension::EndUser,
         Dimension::Model,
         Dimension::Endpoint,
+        Dimension::AppEndpoint,
     ];
 
     pub fn from_code(code: u8) -> Option<Dimension> {
@@ -139,6 +142,59 @@ pub fn metered_between(
             },
             super::codec::decode(value.value())?,
         ));
+    }
+    Ok(out)
+}
+
+/// One end user of one app (SPEC §10). DISK FORMAT: field order is part of the encoding.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppUserTotals {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub requests: u64,
+    pub cost_micros: i64,
+}
+
+impl AppUserTotals {
+    pub fn merge(&mut self, other: &AppUserTotals) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.requests = self.requests.saturating_add(other.requests);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+    }
+}
+
+pub fn add_app_user(
+    txn: &WriteTransaction,
+    app: Uuid,
+    user: &str,
+    totals: &AppUserTotals,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(super::tables::APP_USERS)?;
+    let at = (app.as_u128(), user);
+    let sum = match table.get(at)? {
+        Some(found) => {
+            let mut sum: AppUserTotals = super::codec::decode(found.value())?;
+            sum.merge(totals);
+            sum
+        }
+        None => *totals,
+    };
+    table.insert(at, super::codec::encode(&sum)?.as_slice())?;
+    Ok(())
+}
+
+/// Every end user of an app.
+pub fn app_users(txn: &impl ReadTx, app: Uuid) -> Result<Vec<(String, AppUserTotals)>, StoreError> {
+    let table = txn.read_table(super::tables::APP_USERS)?;
+    let id = app.as_u128();
+    let mut out = Vec::new();
+    for row in table.range((id, "")..(id.saturating_add(1), ""))? {
+        let (key, value) = row?;
+        let (owner, user) = key.value();
+        if owner == id {
+            out.push((user.to_string(), super::codec::decode(value.value())?));
+        }
     }
     Ok(out)
 }

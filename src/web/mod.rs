@@ -593,6 +593,10 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::GetApp(id) => api::apps::get(state, call.principal()?, id).await,
         Route::UpdateApp(id) => api::apps::update(state, call.principal()?, id, &call.body).await,
         Route::DeleteApp(id) => api::apps::delete(state, call.principal()?, id).await,
+        Route::AppAnalytics(id) => {
+            api::apps::analytics(state, call.principal()?, id, call.query()).await
+        }
+        Route::AppUsers(id) => api::apps::users(state, call.principal()?, id, call.query()).await,
         Route::RegenerateAppKey(id) => {
             api::apps::regenerate_key(state, call.principal()?, id).await
         }

@@ -176,6 +176,8 @@ pub enum Route {
     UpdateApp(Uuid),
     DeleteApp(Uuid),
     RegenerateAppKey(Uuid),
+    AppAnalytics(Uuid),
+    AppUsers(Uuid),
     /// `POST /api/v1/topup/{amount}`: the amount in micro-dollars, `None` when it is not a
     /// dollar amount.
     Topup(Option<i64>),
@@ -232,6 +234,8 @@ impl Route {
             Route::UpdateApp(_) => "apps_update",
             Route::DeleteApp(_) => "apps_delete",
             Route::RegenerateAppKey(_) => "apps_regenerate_key",
+            Route::AppAnalytics(_) => "apps_analytics",
+            Route::AppUsers(_) => "apps_users",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -267,7 +271,7 @@ impl Route {
                 Needs::credential(Requirement::Permission(Resource::APPS), Organization)
                     .with_body(BodyUse::Json)
             }
-            Route::GetApp(_) => Needs::credential(
+            Route::GetApp(_) | Route::AppAnalytics(_) | Route::AppUsers(_) => Needs::credential(
                 Requirement::PermissionOrAppKey(Resource::APPS),
                 OrganizationOrApp,
             ),
@@ -402,6 +406,14 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
                 (Some(_), _) => Route::MethodNotAllowed {
                     allow: GET_PATCH_DELETE_ALLOW,
                 },
+            },
+            ["apps", app, "analytics"] => match id(app) {
+                Some(app) => only(method, GET, GET_ALLOW, Route::AppAnalytics(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "users"] => match id(app) {
+                Some(app) => only(method, GET, GET_ALLOW, Route::AppUsers(app)),
+                None => Route::NotFound,
             },
             ["apps", app, "regenerate-api-key"] => match id(app) {
                 Some(app) => only(method, POST, POST_ALLOW, Route::RegenerateAppKey(app)),

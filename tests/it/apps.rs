@@ -501,3 +501,125 @@ async fn an_app_keys_browser_calls_come_from_its_allowed_origins() {
         .await;
     r.assert_status(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_apps_calls_show_in_its_analytics_and_end_users() {
+    let server = TestServer::start().await;
+    let owner = server.operator_key.clone();
+    let (id, app_key, _) = app(&server, "Counted").await;
+    let org: uuid::Uuid = server
+        .get("/api/v1/auth/whoami", &[("x-api-key", &owner)])
+        .await
+        .json()["organization"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    server
+        .running()
+        .state()
+        .store
+        .write(|txn| {
+            eliza_cloud::store::ledger::post_entry(
+                txn,
+                eliza_cloud::store::ledger::NewEntry {
+                    organization_id: org,
+                    amount_micros: 1_000_000,
+                    kind: eliza_cloud::store::ledger::EntryKind::Credit,
+                    description: "grant".into(),
+                    idempotency_key: "analytics-grant".into(),
+                    metadata: vec![],
+                },
+                1,
+            )
+        })
+        .unwrap();
+    let call = |path: &'static str, body: Value, user: &'static str| {
+        let key = app_key.clone();
+        let server = &server;
+        async move {
+            let r = server
+                .request(
+                    Method::POST,
+                    path,
+                    &[("x-api-key", &key), ("x-app-user-id", user)],
+                    body.to_string(),
+                )
+                .await;
+            r.assert_status(StatusCode::OK);
+            r.header("x-eliza-cost-micros")
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        }
+    };
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let mut total = call("/api/v1/chat/completions", chat.clone(), "alice").await;
+    server.clock.advance_millis(1000);
+    total += call("/api/v1/chat/completions", chat.clone(), "alice").await;
+    server.clock.advance_millis(1000);
+    total += call(
+        "/api/v1/embeddings",
+        json!({"model": "text-embedding-3-small", "input": "x"}),
+        "bob",
+    )
+    .await;
+    // A flush in between: stored rows and pending ones add up the same.
+    server
+        .running()
+        .state()
+        .usage
+        .flush(&server.running().state().store)
+        .unwrap();
+    server.clock.advance_millis(1000);
+    total += call("/api/v1/chat/completions", chat, "alice").await;
+
+    for key in [&owner, &app_key] {
+        let a = server
+            .get(
+                &format!("/api/v1/apps/{id}/analytics?period=2026-01"),
+                &[("x-api-key", key)],
+            )
+            .await;
+        a.assert_status(StatusCode::OK);
+        let a = a.json();
+        assert_eq!(a["appId"], id.as_str());
+        assert_eq!(a["usage"]["totalRequests"], 4);
+        assert_eq!(a["usage"]["chatCompletions"], 3);
+        assert_eq!(a["usage"]["embeddings"], 1);
+        assert_eq!(a["usage"]["images"], 0);
+        assert_eq!(a["uniqueUsers"], 2);
+        assert_eq!(a["costs"]["total_micros"], total);
+        assert!(
+            a["costs"]["total"].is_number(),
+            "§10 shows dollars as numbers"
+        );
+        assert_eq!(a["daily"][0]["requests"], 4);
+        let u = server
+            .get(&format!("/api/v1/apps/{id}/users"), &[("x-api-key", key)])
+            .await
+            .json();
+        assert_eq!(u["total"], 2);
+        assert_eq!(u["users"][0]["id"], "alice", "most recently seen first");
+        assert_eq!(u["users"][0]["requestCount"], 3);
+        assert_eq!(u["users"][0]["firstSeen"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(u["users"][0]["lastSeen"], "2026-01-01T00:00:03.000Z");
+        assert_eq!(u["users"][1]["id"], "bob");
+    }
+    // A sibling's key sees neither.
+    let (_, sibling_key, _) = app(&server, "Sibling").await;
+    server
+        .get(
+            &format!("/api/v1/apps/{id}/analytics"),
+            &[("x-api-key", &sibling_key)],
+        )
+        .await
+        .assert_error(403, "FORBIDDEN");
+    server
+        .get(
+            &format!("/api/v1/apps/{id}/users"),
+            &[("x-api-key", &sibling_key)],
+        )
+        .await
+        .assert_error(403, "FORBIDDEN");
+}
