@@ -50,7 +50,16 @@ fn valid_url(text: &str) -> bool {
 /// The origin (`scheme://host[:port]`) of a valid URL.
 fn origin_of(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
-    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str()).to_ascii_lowercase())
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?.as_str().to_ascii_lowercase();
+    // As browsers send it: without the scheme's default port.
+    let authority = match (scheme, uri.port_u16()) {
+        ("https", Some(443)) | ("http", Some(80)) => authority
+            .rsplit_once(':')
+            .map_or(authority.clone(), |(host, _)| host.to_string()),
+        _ => authority,
+    };
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// An `allowed_origins` entry: `*`, an origin, or an origin whose host starts with `*.`
@@ -72,7 +81,14 @@ pub fn parse_origin_pattern(text: &str) -> Option<String> {
     }
     let concrete = format!("{scheme}://{host}");
     let origin = origin_of(&concrete)?;
-    (origin == concrete.to_ascii_lowercase()).then(|| text.to_ascii_lowercase())
+    let wildcard = rest.starts_with("*.");
+    let normal = if wildcard {
+        origin.replacen("://", "://*.", 1)
+    } else {
+        origin.clone()
+    };
+    // The origin as given, or with the scheme's default port dropped.
+    Some(normal)
 }
 
 /// Whether an `Origin` (lowercased) matches an `allowed_origins` entry: `*`, the same origin,
@@ -170,9 +186,9 @@ pub fn app_view(app: &AppRecord, key: Option<&ApiKeyRecord>) -> Value {
         "monetization": {
             "enabled": app.monetization_enabled,
             "pricing": {
-                "perRequest": format_dollars(app.per_request_micros),
+                "perRequest": dollars_number(app.per_request_micros),
                 "perRequest_micros": app.per_request_micros,
-                "perToken": format_dollars(app.per_token_micros),
+                "perToken": dollars_number(app.per_token_micros),
                 "perToken_micros": app.per_token_micros,
             },
         },
@@ -309,8 +325,14 @@ pub async fn create(
             }
             // The subdomain: the slug, unless reserved or taken; then with a short suffix.
             let mut label = app.slug.clone();
+            let mut tries = 0;
             while subdomain_taken(txn, &label)? {
-                label = format!("{}-{:04x}", app.slug, rand::random::<u16>());
+                tries += 1;
+                label = if tries < 16 {
+                    format!("{}-{:04x}", app.slug, rand::random::<u16>())
+                } else {
+                    format!("{}-{:08x}", app.slug, rand::random::<u32>())
+                };
             }
             app.subdomain = label;
             insert_key(txn, &stored_key)?;
@@ -349,6 +371,26 @@ fn reachable_app(
         },
     )?;
     Ok(app)
+}
+
+/// Loads an app the caller may manage: [`reachable_app`] (404 across organizations), and never
+/// with an app's key (403: an app key does not manage apps, its own included).
+fn managed_app(
+    txn: &impl crate::store::ReadTx,
+    id: Uuid,
+    principal: &Principal,
+) -> Result<AppRecord, ApiError> {
+    let app = get_app(txn, id)?.ok_or(ApiError::NotFound)?;
+    if app.organization_id != principal.organization().id {
+        return Err(ApiError::NotFound);
+    }
+    if matches!(principal.scope(), crate::auth::scope::Scope::App { .. }) {
+        return Err(ApiError::Forbidden {
+            message: "An app's key cannot manage apps".into(),
+            required: None,
+        });
+    }
+    reachable_app(txn, id, principal)
 }
 
 /// `GET /api/v1/apps`.
@@ -433,7 +475,7 @@ pub async fn update(
     let (app, key) = state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
-            let mut app = reachable_app(txn, id, &requester)?;
+            let mut app = managed_app(txn, id, &requester)?;
             if let Some(name) = name {
                 app.name = name;
             }
@@ -493,7 +535,7 @@ pub async fn delete(
     state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
-            let app = reachable_app(txn, id, &requester)?;
+            let app = managed_app(txn, id, &requester)?;
             if let Some(key) = delete_key(txn, app.key_id)? {
                 on_commit.push(move || cache.invalidate(&key.key_hash));
             }
@@ -520,8 +562,10 @@ pub async fn regenerate_key(
     let plain = state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
-            let app = reachable_app(txn, id, &requester)?;
+            let app = managed_app(txn, id, &requester)?;
             let mut key = get_key(txn, app.key_id)?.ok_or(ApiError::NotFound)?;
+            // No escalation (SPEC §4): a new secret of a key is a new key in the caller's hands.
+            check_escalation(&requester, &key.permissions)?;
             // A test credential gets a test key back (SPEC §10).
             if caller_is_test {
                 key.key_type = KeyType::Test;

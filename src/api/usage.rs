@@ -134,10 +134,20 @@ pub async fn usage(
         Scope::Organization(_) => None,
     };
     let rows = rows_of(state, org, period).await?;
-    let keys = state
+    let (keys, apps) = state
         .store
-        .read_blocking(move |txn| list_keys_of_org(txn, org))
+        .read_blocking(move |txn| {
+            Ok::<_, ApiError>((
+                list_keys_of_org(txn, org)?,
+                crate::store::apps::list_apps_of_org(txn, org)?,
+            ))
+        })
         .await?;
+    let app_name = |id: &str| {
+        apps.iter()
+            .find(|a| a.id.to_string() == id)
+            .map(|a| a.name.clone())
+    };
     let key_name = |id: &str| {
         keys.iter()
             .find(|k| k.id.to_string() == id)
@@ -220,8 +230,7 @@ pub async fn usage(
             })).collect::<Vec<_>>(),
             "byApp": by_app.iter().map(|(id, t)| json!({
                 "appId": id,
-                // Apps and their names come with SPEC §10.
-                "name": Value::Null,
+                "name": app_name(id),
                 "requests": t.requests,
                 "cost": money(t.cost_micros),
                 "cost_micros": t.cost_micros,

@@ -517,7 +517,6 @@ where
     if let (Some(principal), Caller::Credential(requirement)) = (&principal, needs.caller) {
         check_cross_site(state, principal, &parts.method, &parts.headers)?;
         check_scope(needs.scopes, principal.scope())?;
-        check_app_origin(state, principal, &parts.headers).await?;
         let now = state.now();
         let decision = match drawn {
             Some(decision) => decision,
@@ -536,6 +535,8 @@ where
             principal.scope(),
             &parts.method,
         )?;
+        // After the bucket: a refused or rate-limited call costs no store read.
+        check_app_origin(state, principal, &parts.headers).await?;
         state.usage.record(
             principal.api_key().map(|k| k.id),
             principal.organization().id,

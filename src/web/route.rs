@@ -264,13 +264,25 @@ impl Route {
                 Needs::credential(AnyCredential, OrganizationOrApp)
             }
             // App management: the organization's credentials holding `apps`; an app's key never.
-            Route::ListApps | Route::DeleteApp(_) | Route::RegenerateAppKey(_) => {
+            Route::ListApps => {
                 Needs::credential(Requirement::Permission(Resource::APPS), Organization)
             }
-            Route::CreateApp | Route::CheckAppName | Route::UpdateApp(_) => {
+            Route::CreateApp | Route::CheckAppName => {
                 Needs::credential(Requirement::Permission(Resource::APPS), Organization)
                     .with_body(BodyUse::Json)
             }
+            // One app's management: app keys pass the pipeline so that another organization's app
+            // is 404 for them too (SPEC §10); the handler then refuses them 403 on their own
+            // organization's apps, their own included.
+            Route::DeleteApp(_) | Route::RegenerateAppKey(_) => Needs::credential(
+                Requirement::PermissionOrAppKey(Resource::APPS),
+                OrganizationOrApp,
+            ),
+            Route::UpdateApp(_) => Needs::credential(
+                Requirement::PermissionOrAppKey(Resource::APPS),
+                OrganizationOrApp,
+            )
+            .with_body(BodyUse::Json),
             Route::GetApp(_) | Route::AppAnalytics(_) | Route::AppUsers(_) => Needs::credential(
                 Requirement::PermissionOrAppKey(Resource::APPS),
                 OrganizationOrApp,

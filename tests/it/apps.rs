@@ -365,6 +365,7 @@ async fn an_app_key_reaches_its_own_app_and_metered_routes_and_nothing_else() {
     // Debited from the owner; its usage shows under byApp; the app key sees its app alone.
     let usage = get(&owner, "/api/v1/usage".into()).await.json();
     assert_eq!(usage["byApp"][0]["appId"], id.as_str());
+    assert_eq!(usage["byApp"][0]["name"], "Alpha");
     assert_eq!(usage["byApp"][0]["cost_micros"], cost);
     let own = get(&app_key, "/api/v1/usage".into()).await.json();
     assert_eq!(own["totals"]["cost_micros"], cost);
@@ -460,12 +461,24 @@ async fn an_app_keys_browser_calls_come_from_its_allowed_origins() {
     let r = create_app(
         &server,
         &key,
-        json!({"name": "Web", "app_url": "https://web.example.com/start",
+        json!({"name": "Web", "app_url": "https://web.example.com:443/start",
                "allowed_origins": ["https://web.example.com", "https://*.preview.example.com"]}),
     )
     .await
     .json();
     let app_key = r["apiKey"].as_str().unwrap().to_string();
+    // A default app_url port is dropped, as browsers drop it from `Origin`.
+    let plain = create_app(
+        &server,
+        &key,
+        json!({"name": "Port", "app_url": "https://p.example.com:443/x"}),
+    )
+    .await
+    .json();
+    assert_eq!(
+        plain["app"]["allowed_origins"],
+        json!(["https://p.example.com"])
+    );
     let whoami = |origin: Option<&'static str>| {
         let key = app_key.clone();
         let server = &server;
