@@ -14,7 +14,6 @@
 #[path = "support.rs"]
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -22,9 +21,6 @@ use std::process::Command;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 use eliza_cloud::auth::api_key::generate_key;
 use eliza_cloud::store::keys::KeyType;
@@ -43,32 +39,14 @@ const MODELS: &str = r#"{"models": [{"id": "bench-chat", "kind": "chat", "provid
 
 /// The mock upstream: reads the request body and answers [`ANSWER`].
 fn mock_upstream() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        eprintln!("listening on http://{}", listener.local_addr().unwrap());
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async {
-                    let _ = req.into_body().collect().await;
-                    let mut response =
-                        Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
-                    response.headers_mut().insert(
-                        "content-type",
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    support::serve_forever(|req: http::Request<hyper::body::Incoming>| async {
+        let _ = req.into_body().collect().await;
+        let mut response = Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
     });
 }
 

@@ -16,7 +16,6 @@
 mod support;
 use support::{Figures, Process, env_num, median, wrk};
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -24,9 +23,6 @@ use std::process::Command;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 use eliza_cloud::auth::api_key::generate_key;
 use eliza_cloud::store::keys::KeyType;
@@ -34,26 +30,7 @@ use eliza_cloud::time::{Clock, SystemClock};
 
 /// The baseline process: hyper's hello-world with the same auto builder as ours.
 fn bare_server() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        eprintln!("listening on http://{}", listener.local_addr().unwrap());
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    support::serve_forever(|_req| async { Response::new(Full::new(Bytes::from_static(b"hello"))) });
 }
 
 /// A data directory with the operator's key registered, and a rate limit on its organization

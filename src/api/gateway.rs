@@ -192,6 +192,23 @@ struct Charge {
     fixed_cost: Option<i64>,
 }
 
+/// Who pays ([`payer`]: a 402 to answer when nobody does yet), then the call's reservation and
+/// meter ([`admit`]).
+async fn pay_and_admit(
+    state: &AppState,
+    call: &Call,
+    endpoint: &'static str,
+    model: &Model,
+    charge: Charge,
+) -> Result<Result<(Payer, Meter), Response<Body>>, ApiError> {
+    let payer = match payer(state, call, charge.reservation_micros).await? {
+        Ok(p) => p,
+        Err(answer) => return Ok(Err(answer)),
+    };
+    let meter = admit(state, call, &payer, endpoint, model, charge)?;
+    Ok(Ok((payer, meter)))
+}
+
 /// Reserves the call's largest cost and makes its meter; test keys reserve nothing.
 fn admit(
     state: &AppState,
@@ -337,16 +354,16 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
     let largest_output = u64::from(cap).saturating_mul(u64::from(request.n));
     let markup = gateway.config.markup_percent;
     let reservation = token_cost(model, request.input_tokens, largest_output, markup);
-    let payer = match payer(state, call, reservation).await? {
-        Ok(p) => p,
-        Err(answer) => return Ok(answer),
-    };
     let charge = Charge {
         reservation_micros: reservation,
         counted_input: request.input_tokens,
         fixed_cost: None,
     };
-    let mut meter = admit(state, call, &payer, "chat.completions", model, charge)?;
+    let (payer, mut meter) =
+        match pay_and_admit(state, call, "chat.completions", model, charge).await? {
+            Ok(admitted) => admitted,
+            Err(answer) => return Ok(answer),
+        };
     let id = format!("chatcmpl-{}", Uuid::new_v4().simple());
     let created = state.now().millis() / 1000;
     match provider_of(model, &payer) {
@@ -854,16 +871,15 @@ pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>,
         0,
         gateway.config.markup_percent,
     );
-    let payer = match payer(state, call, reservation).await? {
-        Ok(p) => p,
-        Err(answer) => return Ok(answer),
-    };
     let charge = Charge {
         reservation_micros: reservation,
         counted_input: request.input_tokens,
         fixed_cost: None,
     };
-    let mut meter = admit(state, call, &payer, "embeddings", model, charge)?;
+    let (payer, mut meter) = match pay_and_admit(state, call, "embeddings", model, charge).await? {
+        Ok(admitted) => admitted,
+        Err(answer) => return Ok(answer),
+    };
     match provider_of(model, &payer) {
         Provider::Dev => {
             let data: Vec<EmbeddingView> = request
@@ -962,16 +978,16 @@ pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, Api
             })?,
     };
     let cost = image_cost(model, u64::from(request.n), gateway.config.markup_percent);
-    let payer = match payer(state, call, cost).await? {
-        Ok(p) => p,
-        Err(answer) => return Ok(answer),
-    };
     let charge = Charge {
         reservation_micros: cost,
         counted_input: 0,
         fixed_cost: Some(cost),
     };
-    let mut meter = admit(state, call, &payer, "images.generations", model, charge)?;
+    let (payer, mut meter) =
+        match pay_and_admit(state, call, "images.generations", model, charge).await? {
+            Ok(admitted) => admitted,
+            Err(answer) => return Ok(answer),
+        };
     match provider_of(model, &payer) {
         Provider::Dev => {
             let prompt = request.prompt.clone();

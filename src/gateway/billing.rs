@@ -42,15 +42,6 @@ pub enum CommitMode {
     PerCall,
 }
 
-impl CommitMode {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CommitMode::Grouped => "grouped",
-            CommitMode::PerCall => "per-call",
-        }
-    }
-}
-
 /// One metered call's charge, as its ledger row will say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debit {
@@ -149,10 +140,6 @@ impl Billing {
             tasks,
             mode,
         }
-    }
-
-    pub fn mode(&self) -> CommitMode {
-        self.mode
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -433,10 +420,6 @@ pub struct Reservation {
 impl Reservation {
     pub fn amount(&self) -> i64 {
         self.amount
-    }
-
-    pub fn organization(&self) -> Uuid {
-        self.organization
     }
 
     /// Ends the call: the reservation is released and `debit` (if any) queued or committed.

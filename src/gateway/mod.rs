@@ -190,10 +190,6 @@ impl Meter {
         }
     }
 
-    pub fn context(&self) -> &CallContext {
-        &self.context
-    }
-
     pub fn add_output_bytes(&mut self, bytes: u64) {
         self.output_bytes = self.output_bytes.saturating_add(bytes);
     }

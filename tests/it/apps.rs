@@ -6,6 +6,7 @@
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::gateway::{grant, organization_of};
 use crate::signin::{EvmWallet, siwe_sign_in};
 use crate::support::{TestResponse, TestServer};
 
@@ -325,31 +326,7 @@ async fn an_app_key_reaches_its_own_app_and_metered_routes_and_nothing_else() {
     get(&app_key, "/api/v1/models".into())
         .await
         .assert_status(StatusCode::OK);
-    let org: uuid::Uuid =
-        get(&owner, "/api/v1/auth/whoami".into()).await.json()["organization"]["id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-    server
-        .running()
-        .state()
-        .store
-        .write(|txn| {
-            eliza_cloud::store::ledger::post_entry(
-                txn,
-                eliza_cloud::store::ledger::NewEntry {
-                    organization_id: org,
-                    amount_micros: 1_000_000,
-                    kind: eliza_cloud::store::ledger::EntryKind::Credit,
-                    description: "grant".into(),
-                    idempotency_key: "apps-test-grant".into(),
-                    metadata: vec![],
-                },
-                1,
-            )
-        })
-        .unwrap();
+    grant(&server, organization_of(&server, &owner).await, 1_000_000);
     let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let r = server
         .request(
@@ -520,33 +497,7 @@ async fn an_apps_calls_show_in_its_analytics_and_end_users() {
     let server = TestServer::start().await;
     let owner = server.operator_key.clone();
     let (id, app_key, _) = app(&server, "Counted").await;
-    let org: uuid::Uuid = server
-        .get("/api/v1/auth/whoami", &[("x-api-key", &owner)])
-        .await
-        .json()["organization"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    server
-        .running()
-        .state()
-        .store
-        .write(|txn| {
-            eliza_cloud::store::ledger::post_entry(
-                txn,
-                eliza_cloud::store::ledger::NewEntry {
-                    organization_id: org,
-                    amount_micros: 1_000_000,
-                    kind: eliza_cloud::store::ledger::EntryKind::Credit,
-                    description: "grant".into(),
-                    idempotency_key: "analytics-grant".into(),
-                    metadata: vec![],
-                },
-                1,
-            )
-        })
-        .unwrap();
+    grant(&server, organization_of(&server, &owner).await, 1_000_000);
     let call = |path: &'static str, body: Value, user: &'static str| {
         let key = app_key.clone();
         let server = &server;

@@ -69,7 +69,7 @@ async fn server_with(upstream: Option<&Upstream>) -> TestServer {
     TestServer::start_with(move |c| c.gateway = gateway).await
 }
 
-async fn organization_of(server: &TestServer, key: &str) -> Uuid {
+pub async fn organization_of(server: &TestServer, key: &str) -> Uuid {
     let r = server
         .get("/api/v1/auth/whoami", &[("x-api-key", key)])
         .await;
@@ -81,7 +81,7 @@ async fn organization_of(server: &TestServer, key: &str) -> Uuid {
 }
 
 /// Credits the organization in the running server's store (an operator grant).
-fn grant(server: &TestServer, org: Uuid, micros: i64) {
+pub fn grant(server: &TestServer, org: Uuid, micros: i64) {
     server
         .running()
         .state()
