@@ -137,6 +137,18 @@ pub struct ServeArgs {
     /// per-call (ELIZA_CLOUD_DEBIT_COMMIT; default grouped)
     #[argh(option)]
     pub debit_commit: Option<String>,
+    /// how long an app's earning stays pending before it can be withdrawn, e.g. 7d, 12h, 0
+    /// (ELIZA_CLOUD_EARNINGS_HOLD; default 7d)
+    #[argh(option)]
+    pub earnings_hold: Option<String>,
+    /// DNS server for webhook targets (and domain checks), as IP:PORT
+    /// (ELIZA_CLOUD_DNS_RESOLVER; default the system's resolver)
+    #[argh(option)]
+    pub dns_resolver: Option<String>,
+    /// let webhooks go to private, loopback and link-local addresses, for development only
+    /// (ELIZA_CLOUD_ALLOW_PRIVATE_WEBHOOKS=true|false; default false)
+    #[argh(switch)]
+    pub allow_private_webhooks: bool,
 }
 
 /// Written by hand: the flags may hold the upstream key, which no `Debug` may show.

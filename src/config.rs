@@ -114,6 +114,37 @@ pub struct ServeConfig {
     pub x402: crate::x402::X402Config,
     /// The metered gateway (SPEC §9).
     pub gateway: crate::gateway::GatewayConfig,
+    /// Apps' earnings and webhooks (SPEC §10).
+    pub apps: AppsConfig,
+}
+
+/// Default `--earnings-hold`: 7 days.
+pub const DEFAULT_EARNINGS_HOLD: Duration = Duration::from_secs(7 * 86_400);
+
+#[derive(Debug, Clone)]
+pub struct AppsConfig {
+    /// An earning is pending this long after its call, then available.
+    pub earnings_hold: Duration,
+    /// Where webhook targets' names are resolved; `None`: the system's resolver.
+    pub dns_resolver: Option<SocketAddr>,
+    /// Webhooks may go to private and loopback addresses (development, tests).
+    pub allow_private_webhooks: bool,
+    /// Not a flag: SPEC §10's 10 s for a receiver's answer.
+    pub webhook_timeout: Duration,
+    /// Not a flag: deliveries sent at once.
+    pub webhook_workers: usize,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig {
+            earnings_hold: DEFAULT_EARNINGS_HOLD,
+            dns_resolver: None,
+            allow_private_webhooks: false,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_workers: 16,
+        }
+    }
 }
 
 impl ServeConfig {
@@ -144,6 +175,7 @@ impl ServeConfig {
             initial_free_credits_micros: DEFAULT_INITIAL_FREE_CREDITS_MICROS,
             x402: crate::x402::X402Config::default(),
             gateway: crate::gateway::GatewayConfig::default(),
+            apps: AppsConfig::default(),
         }
     }
 
@@ -259,6 +291,7 @@ impl ServeConfig {
         }
         resolve_x402(&mut config.x402, &pick, args)?;
         resolve_gateway(&mut config.gateway, &pick, args)?;
+        resolve_apps(&mut config.apps, &pick, args, env)?;
         if config.gateway.models.uses_upstream()
             && config.x402.settlement == crate::x402::Settlement::TrustSignature
         {
@@ -362,6 +395,60 @@ fn resolve_x402(
     };
     crate::x402::settlement::facilitator_of(x402).map_err(|e| format!("x402 facilitator: {e}"))?;
     Ok(())
+}
+
+/// The apps' flags (SPEC §10): the earnings hold, the webhooks' resolver and address rule.
+fn resolve_apps(
+    apps: &mut AppsConfig,
+    pick: Pick<'_>,
+    args: &ServeArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    if let Some((v, from)) = pick(&args.earnings_hold, "earnings-hold") {
+        apps.earnings_hold = parse_hold(&v)
+            .ok_or_else(|| format!("{from}: {v:?} is not a hold like 7d, 12h, 30m or 0"))?;
+    }
+    if let Some((v, from)) = pick(&args.dns_resolver, "dns-resolver") {
+        apps.dns_resolver = Some(
+            v.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{from}: {v:?} is not an IP:PORT like 127.0.0.1:53"))?,
+        );
+    }
+    apps.allow_private_webhooks = if args.allow_private_webhooks {
+        true
+    } else {
+        match env("ELIZA_CLOUD_ALLOW_PRIVATE_WEBHOOKS") {
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                format!("ELIZA_CLOUD_ALLOW_PRIVATE_WEBHOOKS: {v:?} is not true or false")
+            })?,
+            None => false,
+        }
+    };
+    Ok(())
+}
+
+/// An earnings hold: `0`, or a whole number of `d`/`h`/`m`/`s` (`days`, `hours`, … too), at
+/// most 365 days.
+pub fn parse_hold(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let unit_secs: u64 = match unit.trim() {
+        "d" | "day" | "days" => 86_400,
+        "h" | "hour" | "hours" => 3_600,
+        "m" | "min" | "minutes" => 60,
+        "s" | "sec" | "seconds" => 1,
+        _ => return None,
+    };
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    let secs = digits.parse::<u64>().ok()?.checked_mul(unit_secs)?;
+    (secs <= 365 * 86_400).then(|| Duration::from_secs(secs))
 }
 
 /// The gateway's flags (SPEC §9): the model table, markup, upstream and debit commits. With

@@ -46,6 +46,9 @@ pub struct MeteredEvent {
     pub organization: Uuid,
     pub key: Option<Uuid>,
     pub app: Option<Uuid>,
+    /// A call through someone's app (`X-App-Id`): the app's owner, under whom the app's
+    /// analytics and end users are kept (the caller's own rows have no app dimension).
+    pub app_owner: Option<Uuid>,
     /// The app's end user (SPEC §10), with `app`.
     pub end_user: Option<String>,
     /// The route kind: `chat.completions`, `embeddings` or `images.generations`.
@@ -77,13 +80,24 @@ impl MeteredEvent {
             keys.push(key(Dimension::Key, id.to_string()));
         }
         if let Some(app) = self.app {
-            keys.push(key(Dimension::App, app.to_string()));
-            keys.push(key(
+            // The app's analytics are its owner's rows: for an app-key call the owner is the
+            // caller (who also sees it under `byApp`), for a call through the app it is not.
+            let owner = self.app_owner.unwrap_or(self.organization);
+            let owned = |dimension, name: String| MeteredKey {
+                organization: owner,
+                day,
+                dimension,
+                name,
+            };
+            if self.app_owner.is_none() {
+                keys.push(key(Dimension::App, app.to_string()));
+            }
+            keys.push(owned(
                 Dimension::AppEndpoint,
                 format!("{app}/{}", self.endpoint),
             ));
             if let Some(user) = &self.end_user {
-                keys.push(key(Dimension::EndUser, format!("{app}/{user}")));
+                keys.push(owned(Dimension::EndUser, format!("{app}/{user}")));
             }
         }
         keys

@@ -331,4 +331,16 @@ pub fn app_settings(data: &[u8]) {
     if let Some(pattern) = parse_origin_pattern(&text) {
         assert_eq!(parse_origin_pattern(&pattern), Some(pattern.clone()));
     }
+    // Dollar inputs (prices, withdrawals): whatever is accepted prints back to the same amount.
+    use eliza_cloud::money::{format_dollars_short, parse_dollars, parse_dollars_number};
+    for parsed in [parse_dollars(&text), parse_dollars_number(&text)]
+        .into_iter()
+        .flatten()
+    {
+        assert!(parsed >= 0);
+        assert_eq!(
+            parse_dollars_number(&format_dollars_short(parsed)),
+            Some(parsed)
+        );
+    }
 }

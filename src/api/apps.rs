@@ -13,7 +13,6 @@ use crate::auth::Principal;
 use crate::auth::api_key::{PlainKey, generate_key};
 use crate::auth::permissions::normalise;
 use crate::auth::scope::Owner;
-use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::apps::{
     AppRecord, delete_app, get_app, insert_app, list_apps_of_org, slug_for, slug_taken,
@@ -183,15 +182,7 @@ pub fn app_view(app: &AppRecord, key: Option<&ApiKeyRecord>) -> Value {
         "permissions": app.permissions,
         "rateLimit": app.rate_limit,
         "is_active": app.is_active,
-        "monetization": {
-            "enabled": app.monetization_enabled,
-            "pricing": {
-                "perRequest": dollars_number(app.per_request_micros),
-                "perRequest_micros": app.per_request_micros,
-                "perToken": dollars_number(app.per_token_micros),
-                "perToken_micros": app.per_token_micros,
-            },
-        },
+        "monetization": super::earnings::monetization_view(app),
         "webhook": Value::Null,
         "created_at": time(app.created_at),
         "updated_at": time(app.updated_at),
@@ -357,7 +348,7 @@ fn created_app(app: &AppRecord, key: &ApiKeyRecord, plain: &PlainKey) -> Respons
 
 /// Loads an app the caller's scope reaches: another organization's is 404, a sibling of an app
 /// key's app 403 (`web::may_act`).
-fn reachable_app(
+pub fn reachable_app(
     txn: &impl crate::store::ReadTx,
     id: Uuid,
     principal: &Principal,
@@ -375,7 +366,7 @@ fn reachable_app(
 
 /// Loads an app the caller may manage: [`reachable_app`] (404 across organizations), and never
 /// with an app's key (403: an app key does not manage apps, its own included).
-fn managed_app(
+pub fn managed_app(
     txn: &impl crate::store::ReadTx,
     id: Uuid,
     principal: &Principal,
@@ -585,8 +576,20 @@ pub async fn regenerate_key(
 
 /// A dollar amount as §10's answers show it: a JSON number with at most 6 decimals (the public
 /// docs show `125.5`), the exact integer beside it in `*_micros`.
-fn dollars_number(micros: i64) -> Value {
-    serde_json::from_str::<Value>(&format_dollars(micros)).unwrap_or(Value::Null)
+pub fn dollars_number(micros: i64) -> Value {
+    // serde_json keeps a number's text (`arbitrary_precision`): `0.000001`, never `1e-6`.
+    serde_json::from_str::<Value>(&crate::money::format_dollars_short(micros))
+        .unwrap_or(Value::Null)
+}
+
+/// A dollar input of SPEC §10: a JSON number or a string, at most 6 decimals, read exactly from
+/// its text (never through floating point).
+pub fn dollars_input(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => crate::money::parse_dollars_number(&n.to_string()),
+        Value::String(s) => crate::money::parse_dollars(s.trim()),
+        _ => None,
+    }
 }
 
 /// `GET /api/v1/apps/{id}/analytics?period=YYYY-MM` (an app key: its own app).
@@ -604,8 +607,7 @@ pub async fn analytics(
         .read_blocking(move |txn| reachable_app(txn, id, &requester))
         .await?;
     let rows = super::usage::rows_of(state, app.organization_id, period).await?;
-    let app_name = app.id.to_string();
-    let prefix = format!("{app_name}/");
+    let prefix = format!("{}/", app.id);
     let mut totals = UsageTotals::default();
     let mut daily: std::collections::BTreeMap<i64, UsageTotals> = (period.first_day()
         ..=period.last_day())
@@ -615,12 +617,11 @@ pub async fn analytics(
     let mut users = std::collections::BTreeSet::new();
     for (key, row) in &rows {
         match key.dimension {
-            Dimension::App if key.name == app_name => {
-                totals.add(row);
-                daily.entry(key.day).or_default().add(row);
-            }
+            // Every call of the app has one row by route: app-key calls and calls through it.
             Dimension::AppEndpoint => {
                 if let Some(endpoint) = key.name.strip_prefix(&prefix) {
+                    totals.add(row);
+                    daily.entry(key.day).or_default().add(row);
                     by_endpoint
                         .entry(endpoint.to_string())
                         .or_default()

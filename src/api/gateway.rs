@@ -21,13 +21,14 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::topup::{Collected, Refusal, collect, payment_required, receipt_headers};
+use crate::auth::permissions::{Grant, Level, Resource};
 use crate::gateway::billing::ReserveError;
 use crate::gateway::models::{Kind, Model, Provider, image_cost, token_cost};
 use crate::gateway::providers::dev;
 use crate::gateway::providers::openai_compatible::{UpstreamError, api_error, read_body};
 use crate::gateway::request::{Encoding, parse_chat, parse_embeddings, parse_images};
 use crate::gateway::stream::{self, Chunk, Usage};
-use crate::gateway::{CallContext, End, Meter, MeterSinks, model_of, tokens};
+use crate::gateway::{CallContext, End, Meter, MeterSinks, Through, model_of, tokens};
 use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::keys::KeyType;
@@ -190,6 +191,81 @@ struct Charge {
     reservation_micros: i64,
     counted_input: u64,
     fixed_cost: Option<i64>,
+    /// Input and output tokens at most (an app's `perToken` price is reserved on them).
+    largest_tokens: u64,
+}
+
+/// The permission a metered route needs of an app a call goes through.
+fn resource_of(endpoint: &str) -> Resource {
+    match endpoint {
+        "embeddings" => Resource::EMBEDDINGS,
+        "images.generations" => Resource::IMAGES,
+        _ => Resource::CHAT,
+    }
+}
+
+/// The app a call names in `X-App-Id` (SPEC §10): a call made through it by its end user, with
+/// the app's permissions, allowed origins and price applied on top of the caller's own. An
+/// unknown or inactive app is 404; an app key may only name its own app (which changes nothing).
+fn through_app(state: &AppState, call: &Call, endpoint: &str) -> Result<Option<Through>, ApiError> {
+    let Some(value) = call.parts.headers.get("x-app-id") else {
+        return Ok(None);
+    };
+    let named = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<Uuid>().ok());
+    if let Some(own) = call
+        .principal
+        .as_ref()
+        .and_then(|p| p.api_key())
+        .and_then(|k| k.app_id)
+    {
+        return if named == Some(own) {
+            Ok(None)
+        } else {
+            Err(ApiError::Forbidden {
+                message: "An app key calls only as its own app; X-App-Id names another".into(),
+                required: None,
+            })
+        };
+    }
+    let Some(id) = named else {
+        return Err(ApiError::NotFound);
+    };
+    let app = state
+        .store
+        .read(|txn| crate::store::apps::get_app(txn, id))?
+        .filter(|a| a.is_active)
+        .ok_or(ApiError::NotFound)?;
+    let resource = resource_of(endpoint);
+    if !Grant::from_stored(&app.permissions).allows(resource, Level::Write) {
+        return Err(ApiError::Forbidden {
+            message: format!("This app's permissions do not include {}", resource.name()),
+            required: Some(resource.required(Level::Write)),
+        });
+    }
+    if let Some(origin) = call.parts.headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !app
+            .allowed_origins
+            .iter()
+            .any(|pattern| super::apps::origin_matches(pattern, &origin))
+        {
+            return Err(ApiError::OriginNotAllowed);
+        }
+    }
+    let (per_request, per_token) = if app.monetization_enabled {
+        (app.per_request_micros, app.per_token_micros)
+    } else {
+        (0, 0)
+    };
+    Ok(Some(Through {
+        app: app.id,
+        owner: app.organization_id,
+        per_request_micros: per_request,
+        per_token_micros: per_token,
+    }))
 }
 
 /// Who pays ([`payer`]: a 402 to answer when nobody does yet), then the call's reservation and
@@ -199,13 +275,19 @@ async fn pay_and_admit(
     call: &Call,
     endpoint: &'static str,
     model: &Model,
-    charge: Charge,
+    mut charge: Charge,
 ) -> Result<Result<(Payer, Meter), Response<Body>>, ApiError> {
+    let through = through_app(state, call, endpoint)?;
+    if let Some(t) = &through {
+        charge.reservation_micros = charge
+            .reservation_micros
+            .saturating_add(t.fee(charge.largest_tokens));
+    }
     let payer = match payer(state, call, charge.reservation_micros).await? {
         Ok(p) => p,
         Err(answer) => return Ok(Err(answer)),
     };
-    let meter = admit(state, call, &payer, endpoint, model, charge)?;
+    let meter = admit(state, call, &payer, endpoint, model, charge, through)?;
     Ok(Ok((payer, meter)))
 }
 
@@ -217,11 +299,13 @@ fn admit(
     endpoint: &'static str,
     model: &Model,
     charge: Charge,
+    through: Option<Through>,
 ) -> Result<Meter, ApiError> {
     let Charge {
         reservation_micros,
         counted_input,
         fixed_cost,
+        ..
     } = charge;
     let gateway = &state.gateway;
     let reservation = if payer.test {
@@ -251,11 +335,17 @@ fn admit(
         organization: payer.organization,
         key: payer.key,
         app: payer.app,
-        end_user: payer.app.and_then(|_| end_user_of(&call.parts.headers)),
+        // An app key's end user is the one it names; a call through an app is the caller's.
+        end_user: match (&through, &call.principal) {
+            (Some(_), Some(principal)) => Some(principal.user().id.to_string()),
+            (Some(_), None) => None,
+            (None, _) => payer.app.and_then(|_| end_user_of(&call.parts.headers)),
+        },
         endpoint,
         model: model.clone(),
         markup: gateway.config.markup_percent,
         test: payer.test,
+        through,
     };
     let sinks = MeterSinks {
         usage: state.usage.clone(),
@@ -358,6 +448,7 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
         reservation_micros: reservation,
         counted_input: request.input_tokens,
         fixed_cost: None,
+        largest_tokens: request.input_tokens.saturating_add(largest_output),
     };
     let (payer, mut meter) =
         match pay_and_admit(state, call, "chat.completions", model, charge).await? {
@@ -875,6 +966,7 @@ pub async fn embeddings(state: &AppState, call: &Call) -> Result<Response<Body>,
         reservation_micros: reservation,
         counted_input: request.input_tokens,
         fixed_cost: None,
+        largest_tokens: request.input_tokens,
     };
     let (payer, mut meter) = match pay_and_admit(state, call, "embeddings", model, charge).await? {
         Ok(admitted) => admitted,
@@ -982,6 +1074,7 @@ pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, Api
         reservation_micros: cost,
         counted_input: 0,
         fixed_cost: Some(cost),
+        largest_tokens: 0,
     };
     let (payer, mut meter) =
         match pay_and_admit(state, call, "images.generations", model, charge).await? {

@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod auth;
 pub mod dashboard;
+pub mod earnings;
 pub mod gateway;
 pub mod input;
 pub mod keys;

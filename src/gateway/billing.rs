@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::background::Tasks;
 use crate::metrics::Metrics;
+use crate::store::earnings::{Earning, accrue};
 use redb::ReadableTable;
 
 use crate::store::ledger::{
@@ -54,6 +55,9 @@ pub struct Debit {
     pub description: String,
     pub metadata: Vec<(String, String)>,
     pub at_millis: i64,
+    /// A call through a monetized app: the app's part of `amount_micros`, earned by its owner
+    /// in the debit's own transaction (SPEC §10).
+    pub earning: Option<Earning>,
 }
 
 impl Debit {
@@ -336,10 +340,22 @@ impl Billing {
     }
 }
 
+/// The app's part of a debit posted as `amount` (never more than the amount).
+fn fee_of(debit: &Debit, amount: i64) -> Option<Earning> {
+    debit.earning.map(|e| Earning {
+        amount_micros: e.amount_micros.clamp(0, amount),
+        ..e
+    })
+}
+
 fn entry_of(debit: &Debit, amount: i64, capped: bool) -> NewEntry {
     let mut metadata = debit.metadata.clone();
     if capped {
         metadata.push(("capped_from_micros".into(), debit.amount_micros.to_string()));
+    }
+    if let Some(fee) = fee_of(debit, amount) {
+        metadata.push(("through_app".into(), fee.app.to_string()));
+        metadata.push(("app_fee_micros".into(), fee.amount_micros.to_string()));
     }
     NewEntry {
         organization_id: debit.organization,
@@ -370,7 +386,12 @@ fn post_debits(
     let mut written = 0;
     for (debit, outcome) in debits.iter().zip(outcomes) {
         match outcome {
-            Ok(crate::store::ledger::Posted::New { .. }) => written += 1,
+            Ok(crate::store::ledger::Posted::New { .. }) => {
+                if let Some(fee) = fee_of(debit, debit.amount_micros) {
+                    accrue(txn, &fee, debit.at_millis)?;
+                }
+                written += 1;
+            }
             Ok(crate::store::ledger::Posted::Replayed { .. }) => {}
             Err(LedgerError::InsufficientCredits { balance_micros, .. }) => {
                 tracing::error!(
@@ -383,6 +404,9 @@ fn post_debits(
                 if balance_micros > 0 {
                     post_entry(txn, entry_of(debit, balance_micros, true), debit.at_millis)
                         .map_err(ledger_to_store)?;
+                    if let Some(fee) = fee_of(debit, balance_micros) {
+                        accrue(txn, &fee, debit.at_millis)?;
+                    }
                     written += 1;
                 }
             }

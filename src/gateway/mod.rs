@@ -26,6 +26,7 @@ use providers::openai_compatible::{Upstream, UpstreamKey};
 use stream::Usage;
 
 use crate::metrics::Metrics;
+use crate::store::earnings::Earning;
 use crate::time::Clock;
 use crate::usage::{MeteredEvent, UsageRecorder};
 
@@ -109,6 +110,29 @@ pub struct CallContext {
     pub markup: u32,
     /// An `ek_test_` key: the dev provider, never debited.
     pub test: bool,
+    /// A call made through someone's app (`X-App-Id`, SPEC §10): the app's price on top.
+    pub through: Option<Through>,
+}
+
+/// The app a call is made through with `X-App-Id`, and its price (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Through {
+    pub app: Uuid,
+    /// The app's owner: its earnings.
+    pub owner: Uuid,
+    /// Zero when the app's monetization is off.
+    pub per_request_micros: i64,
+    pub per_token_micros: i64,
+}
+
+impl Through {
+    /// The app's price of a call of `tokens` tokens in all: `perRequest + perToken × tokens`,
+    /// exact in micro-dollars.
+    pub fn fee(&self, tokens: u64) -> i64 {
+        let per_token = i128::from(self.per_token_micros).saturating_mul(i128::from(tokens));
+        let fee = i128::from(self.per_request_micros).saturating_add(per_token);
+        i64::try_from(fee).unwrap_or(i64::MAX).max(0)
+    }
 }
 
 /// How a metered call ended.
@@ -213,18 +237,42 @@ impl Meter {
         }
     }
 
+    /// Whether a call that ended so is charged at all: never a test key's, never our own
+    /// fault's, never a failure that produced nothing (an image failure produced nothing).
+    fn billable(&self, end: End) -> bool {
+        !(self.context.test
+            || end == End::Fault
+            || end == End::Failed && (self.fixed_cost.is_some() || !self.produced_output()))
+    }
+
+    /// The platform's price of the call (the app's price is [`Meter::app_fee`]).
     fn cost(&self, end: End) -> i64 {
-        if self.context.test || end == End::Fault {
+        if !self.billable(end) {
             return 0;
         }
         if let Some(fixed) = self.fixed_cost {
-            return if end == End::Failed { 0 } else { fixed };
-        }
-        if end == End::Failed && !self.produced_output() {
-            return 0;
+            return fixed;
         }
         let (input, output) = self.tokens();
         models::token_cost(&self.context.model, input, output, self.context.markup)
+    }
+
+    /// The app's price of the call when it went through a monetized app: charged exactly when
+    /// the call is (an image call counts no tokens, so it pays `perRequest`).
+    fn app_fee(&self, end: End) -> i64 {
+        let Some(through) = &self.context.through else {
+            return 0;
+        };
+        if !self.billable(end) {
+            return 0;
+        }
+        let tokens = if self.fixed_cost.is_some() {
+            0
+        } else {
+            let (input, output) = self.tokens();
+            input.saturating_add(output)
+        };
+        through.fee(tokens)
     }
 
     /// Charges the call (once): the debit of its cost, its usage event, its reservation released.
@@ -233,7 +281,8 @@ impl Meter {
         if let Some(cost) = self.charged {
             return (cost, None);
         }
-        let mut cost = self.cost(end);
+        let mut fee = self.app_fee(end);
+        let mut cost = self.cost(end).saturating_add(fee);
         if let Some(reservation) = &self.reservation
             && cost > reservation.amount()
         {
@@ -247,6 +296,7 @@ impl Meter {
             );
             self.sinks.metrics.record_over_reservation();
             cost = reservation.amount();
+            fee = fee.min(cost);
         }
         self.charged = Some(cost);
         let (input, output) = self.tokens();
@@ -279,12 +329,19 @@ impl Meter {
                 description: format!("{} {}", c.endpoint, c.model.id),
                 metadata,
                 at_millis: now.millis(),
+                earning: c.through.map(|t| Earning {
+                    app: t.app,
+                    organization: t.owner,
+                    call: c.call_id,
+                    amount_micros: fee,
+                }),
             }
         });
         self.sinks.usage.record_metered(&MeteredEvent {
             organization: c.organization,
             key: c.key,
-            app: c.app,
+            app: c.app.or(c.through.map(|t| t.app)),
+            app_owner: c.through.map(|t| t.owner),
             end_user: c.end_user.clone(),
             endpoint: c.endpoint,
             model: c.model.id.clone(),
@@ -432,6 +489,7 @@ mod tests {
             model,
             markup: 0,
             test: false,
+            through: None,
         };
         let reservation = billing.reserve(org, reserve).unwrap();
         Meter::new(context, Some(reservation), sinks.clone(), 1000, None)

@@ -161,15 +161,65 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
         }
     }
 
-    check_ledger(txn, &org_ids, &mut report)?;
+    let from_ledger = check_ledger(txn, &org_ids, &mut report)?;
+    check_earnings(txn, &from_ledger, &mut report.problems)?;
     Ok(report)
+}
+
+/// What the ledger says of each app's earnings: the app fees its callers paid (the debits'
+/// `app_fee_micros`) and the withdrawals credited to its owner.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct AppMoney {
+    fees: i64,
+    withdrawn: i64,
+}
+
+/// Every app's earnings equal the sum of their rows and the fees of the debits they come from;
+/// its withdrawals equal their ledger credits (SPEC §10).
+fn check_earnings(
+    txn: &impl ReadTx,
+    from_ledger: &BTreeMap<u128, AppMoney>,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    problems.extend(super::earnings::check(txn)?);
+    let mut apps: HashSet<u128> = from_ledger.keys().copied().collect();
+    for row in txn.read_table(EARNINGS_TOTALS)?.iter()? {
+        apps.insert(row?.0.value());
+    }
+    for app in apps {
+        let id = Uuid::from_u128(app);
+        let totals = super::earnings::totals_of(txn, id)?.unwrap_or_default();
+        let ledger = from_ledger.get(&app).copied().unwrap_or_default();
+        if ledger.fees != totals.accrued_micros {
+            problems.push(format!(
+                "app {id}: callers paid {} µ$ of its price but it earned {} µ$",
+                ledger.fees, totals.accrued_micros
+            ));
+        }
+        if ledger.withdrawn != totals.withdrawn_micros {
+            problems.push(format!(
+                "app {id}: {} µ$ of withdrawals credited but {} µ$ withdrawn",
+                ledger.withdrawn, totals.withdrawn_micros
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn metadata<'a>(entry: &'a LedgerEntry, name: &str) -> Option<&'a str> {
+    entry
+        .metadata
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn check_ledger(
     txn: &impl ReadTx,
     org_ids: &HashSet<u128>,
     report: &mut CheckReport,
-) -> Result<(), StoreError> {
+) -> Result<BTreeMap<u128, AppMoney>, StoreError> {
+    let mut apps: BTreeMap<u128, AppMoney> = BTreeMap::new();
     let p = &mut report.problems;
     let rows: Vec<((u128, u64), LedgerEntry)> =
         decode_all(&txn.read_table(LEDGER)?, "ledger", p, |k| k)?;
@@ -197,6 +247,19 @@ fn check_ledger(
             ));
         }
         *running += i128::from(entry.amount_micros);
+        if let Some(app) = metadata(entry, "through_app").and_then(|a| a.parse::<Uuid>().ok()) {
+            let fee = metadata(entry, "app_fee_micros")
+                .and_then(|f| f.parse::<i64>().ok())
+                .unwrap_or(0);
+            let money = apps.entry(app.as_u128()).or_default();
+            money.fees = money.fees.saturating_add(fee);
+        }
+        if entry.idempotency_key.starts_with("withdraw:")
+            && let Some(app) = metadata(entry, "app").and_then(|a| a.parse::<Uuid>().ok())
+        {
+            let money = apps.entry(app.as_u128()).or_default();
+            money.withdrawn = money.withdrawn.saturating_add(entry.amount_micros);
+        }
         if *running < 0 {
             p.push(format!(
                 "balance of {} goes below zero at row {}",
@@ -252,5 +315,5 @@ fn check_ledger(
             p.push(format!("balance of {} is negative", Uuid::from_u128(*org)));
         }
     }
-    Ok(())
+    Ok(apps)
 }

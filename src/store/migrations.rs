@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -24,6 +24,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_settlements_and_secrets_v6,
     add_usage_metered_v7,
     add_apps_v8,
+    add_earnings_v9,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -106,6 +107,15 @@ fn add_apps_v8(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(APP_SUBDOMAINS)?;
     txn.open_table(APPS_BY_ORG)?;
     txn.open_table(APP_USERS)?;
+    Ok(())
+}
+
+/// Version 9: apps' earnings, by call, by day, their totals and withdrawals.
+fn add_earnings_v9(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(EARNINGS)?;
+    txn.open_table(EARNINGS_DAILY)?;
+    txn.open_table(EARNINGS_TOTALS)?;
+    txn.open_table(EARNINGS_WITHDRAWALS)?;
     Ok(())
 }
 

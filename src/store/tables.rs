@@ -102,3 +102,22 @@ pub const APPS_BY_ORG: TableDefinition<(u128, u128), ()> = TableDefinition::new(
 /// (app id, end user id) → `AppUserTotals`: first and last seen, requests and cost of each end
 /// user of an app (SPEC §10), written by the usage flusher. Schema 8.
 pub const APP_USERS: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("app_users_v1");
+
+/// (app id, created at in ms, call id) → micro-dollars: one row per monetized call through an app
+/// (SPEC §10), written in the transaction of the caller's debit it comes from. Schema 9.
+pub const EARNINGS: TableDefinition<(u128, i64, u128), i64> = TableDefinition::new("earnings_v1");
+
+/// (app id, day since the epoch) → `EarningsDay`: an app's earnings by day, for its history.
+/// Schema 9.
+pub const EARNINGS_DAILY: TableDefinition<(u128, i64), &[u8]> =
+    TableDefinition::new("earnings_daily_v1");
+
+/// App id → `EarningsTotals`: what an app earned and what was withdrawn, beside its rows.
+/// Schema 9.
+pub const EARNINGS_TOTALS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("earnings_totals_v1");
+
+/// (app id, idempotency key) → `Withdrawal`: withdrawals of earnings into the owner's credits.
+/// Schema 9.
+pub const EARNINGS_WITHDRAWALS: TableDefinition<(u128, &str), &[u8]> =
+    TableDefinition::new("earnings_withdrawals_v1");

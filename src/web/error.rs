@@ -23,6 +23,9 @@ pub enum ApiError {
         message: String,
         required: Option<String>,
     },
+    /// 403: a browser call from an origin the app does not allow (SPEC §10). Its answer carries
+    /// no `Access-Control-Allow-Origin`, so the page that sent it cannot read it.
+    OriginNotAllowed,
     NotFound,
     /// 404 for a model the table does not have, with `param: "model"` (SPEC §9).
     ModelNotFound {
@@ -105,6 +108,12 @@ impl ApiError {
                 "FORBIDDEN",
                 message.clone(),
                 required.as_ref().map(|r| json!({ "required": r })),
+            ),
+            ApiError::OriginNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "This origin is not among the app's allowed origins".into(),
+                None,
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "Not found".into(), None),
             ApiError::ModelNotFound { model } => (
@@ -256,9 +265,17 @@ impl ApiError {
             }
             _ => {}
         }
+        if matches!(self, ApiError::OriginNotAllowed) {
+            response.extensions_mut().insert(OriginRefused);
+        }
         response
     }
 }
+
+/// Marks an answer to a browser call from an origin its app does not allow: the CORS headers
+/// are left out of it.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginRefused;
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {

@@ -141,6 +141,11 @@ where
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+    let cors = cors
+        && response
+            .extensions()
+            .get::<crate::web::error::OriginRefused>()
+            .is_none();
     finish_headers(response.headers_mut(), request_id, is_api, cors);
     response
 }
@@ -374,10 +379,7 @@ async fn check_app_origin(
         Ok(())
     } else {
         tracing::info!("app key call from an origin its app does not allow");
-        Err(ApiError::Forbidden {
-            message: "This origin is not among the app's allowed origins".into(),
-            required: None,
-        })
+        Err(ApiError::OriginNotAllowed)
     }
 }
 
@@ -598,6 +600,16 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
             api::apps::analytics(state, call.principal()?, id, call.query()).await
         }
         Route::AppUsers(id) => api::apps::users(state, call.principal()?, id, call.query()).await,
+        Route::AppMonetization(id) => {
+            api::earnings::get_monetization(state, call.principal()?, id).await
+        }
+        Route::SetAppMonetization(id) => {
+            api::earnings::set_monetization(state, call.principal()?, id, &call.body).await
+        }
+        Route::AppEarnings(id) => api::earnings::earnings(state, call.principal()?, id).await,
+        Route::WithdrawAppEarnings(id) => {
+            api::earnings::withdraw_earnings(state, call.principal()?, id, &call.body).await
+        }
         Route::RegenerateAppKey(id) => {
             api::apps::regenerate_key(state, call.principal()?, id).await
         }

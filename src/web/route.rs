@@ -178,6 +178,10 @@ pub enum Route {
     RegenerateAppKey(Uuid),
     AppAnalytics(Uuid),
     AppUsers(Uuid),
+    AppMonetization(Uuid),
+    SetAppMonetization(Uuid),
+    AppEarnings(Uuid),
+    WithdrawAppEarnings(Uuid),
     /// `POST /api/v1/topup/{amount}`: the amount in micro-dollars, `None` when it is not a
     /// dollar amount.
     Topup(Option<i64>),
@@ -236,6 +240,10 @@ impl Route {
             Route::RegenerateAppKey(_) => "apps_regenerate_key",
             Route::AppAnalytics(_) => "apps_analytics",
             Route::AppUsers(_) => "apps_users",
+            Route::AppMonetization(_) => "apps_monetization_get",
+            Route::SetAppMonetization(_) => "apps_monetization_set",
+            Route::AppEarnings(_) => "apps_earnings",
+            Route::WithdrawAppEarnings(_) => "apps_earnings_withdraw",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -278,12 +286,18 @@ impl Route {
                 Requirement::PermissionOrAppKey(Resource::APPS),
                 OrganizationOrApp,
             ),
-            Route::UpdateApp(_) => Needs::credential(
-                Requirement::PermissionOrAppKey(Resource::APPS),
-                OrganizationOrApp,
-            )
-            .with_body(BodyUse::Json),
-            Route::GetApp(_) | Route::AppAnalytics(_) | Route::AppUsers(_) => Needs::credential(
+            Route::UpdateApp(_) | Route::SetAppMonetization(_) | Route::WithdrawAppEarnings(_) => {
+                Needs::credential(
+                    Requirement::PermissionOrAppKey(Resource::APPS),
+                    OrganizationOrApp,
+                )
+                .with_body(BodyUse::Json)
+            }
+            Route::GetApp(_)
+            | Route::AppAnalytics(_)
+            | Route::AppUsers(_)
+            | Route::AppEarnings(_)
+            | Route::AppMonetization(_) => Needs::credential(
                 Requirement::PermissionOrAppKey(Resource::APPS),
                 OrganizationOrApp,
             ),
@@ -425,6 +439,22 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
             },
             ["apps", app, "users"] => match id(app) {
                 Some(app) => only(method, GET, GET_ALLOW, Route::AppUsers(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "monetization"] => match (id(app), method.clone()) {
+                (None, _) => Route::NotFound,
+                (Some(app), Method::GET | Method::HEAD) => Route::AppMonetization(app),
+                (Some(app), Method::POST) => Route::SetAppMonetization(app),
+                (Some(_), _) => Route::MethodNotAllowed {
+                    allow: GET_POST_ALLOW,
+                },
+            },
+            ["apps", app, "earnings"] => match id(app) {
+                Some(app) => only(method, GET, GET_ALLOW, Route::AppEarnings(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "earnings", "withdraw"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::WithdrawAppEarnings(app)),
                 None => Route::NotFound,
             },
             ["apps", app, "regenerate-api-key"] => match id(app) {

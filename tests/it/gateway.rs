@@ -41,7 +41,7 @@ const MODELS: &str = r#"{"models": [
   {"id": "up-img", "kind": "image", "provider": "openai-compatible", "price_micros_per_image": 40000}
 ]}"#;
 
-fn gateway_config(upstream: Option<&Upstream>) -> GatewayConfig {
+pub fn gateway_config(upstream: Option<&Upstream>) -> GatewayConfig {
     let table = ModelTable::parse("models.json", MODELS).unwrap();
     let table = match upstream {
         Some(_) => table,

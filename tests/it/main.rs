@@ -16,6 +16,7 @@ mod gateway;
 mod http_core;
 mod keys;
 mod logging;
+mod monetization;
 mod offline;
 mod rate_limits;
 mod signin;
