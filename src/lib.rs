@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dns;
 pub mod gateway;
 pub mod limits;
 pub mod logging;
@@ -21,6 +22,7 @@ pub mod store;
 pub mod time;
 pub mod usage;
 pub mod web;
+pub mod webhooks;
 pub mod x402;
 
 use std::process::ExitCode;

@@ -58,6 +58,8 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<()>,
     stop_flusher: tokio::sync::oneshot::Sender<()>,
     flusher: tokio::task::JoinHandle<()>,
+    /// The webhook sender's loop (SPEC §10), stopped with the accept loop.
+    sender: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How often batched usage counters reach the store (SPEC §1: at least every second).
@@ -199,6 +201,10 @@ pub async fn start(
     let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
     let (stop_flusher, stop_rx) = tokio::sync::oneshot::channel();
     let flusher = tokio::spawn(usage_flusher(state.clone(), stop_rx));
+    let sender = state
+        .webhooks
+        .clone()
+        .map(|sender| tokio::spawn(sender.run(shutdown.subscribe())));
     tracing::info!(address = %local_addr, "listening");
     Ok(RunningServer {
         local_addr,
@@ -208,6 +214,7 @@ pub async fn start(
         task,
         stop_flusher,
         flusher,
+        sender,
     })
 }
 
@@ -241,6 +248,11 @@ impl RunningServer {
         let _ = self.stop_flusher.send(());
         if let Err(e) = self.flusher.await {
             tracing::error!(error = %e, "usage flusher ended abnormally");
+        }
+        if let Some(sender) = self.sender
+            && let Err(e) = sender.await
+        {
+            tracing::error!(error = %e, "webhook sender ended abnormally");
         }
         self.state.store.remove_server_marker();
         tracing::info!("stopped");

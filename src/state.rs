@@ -40,6 +40,9 @@ pub struct AppState {
     pub x402_in_flight: crate::x402::settlement::InFlight,
     /// Work a response promised, running in tasks of its own (settlements, credits).
     pub tasks: crate::background::Tasks,
+    /// Apps' webhook sender (SPEC §10); `None` only when its resolver or TLS client could not
+    /// be made (logged at start), and then webhook settings answer 503.
+    pub webhooks: Option<Arc<crate::webhooks::Sender>>,
 }
 
 impl AppState {
@@ -77,7 +80,24 @@ impl AppState {
                     billing,
                 }
             });
+        let webhooks = crate::dns::Resolver::new(config.apps.dns_resolver)
+            .and_then(|resolver| {
+                crate::webhooks::Sender::new(
+                    store.clone(),
+                    clock.clone(),
+                    resolver,
+                    crate::webhooks::SenderConfig {
+                        allow_private: config.apps.allow_private_webhooks,
+                        timeout: config.apps.webhook_timeout,
+                        workers: config.apps.webhook_workers,
+                    },
+                )
+            })
+            .map(Arc::new)
+            .map_err(|e| tracing::error!(error = %e, "webhooks unavailable"))
+            .ok();
         AppState {
+            webhooks,
             gateway,
             config,
             store,

@@ -19,6 +19,10 @@ pub fn day_of(now: Timestamp) -> i64 {
     now.millis().div_euclid(86_400_000)
 }
 
+/// Failed calls of apps kept between two flushes at most (a failing upstream under load must not
+/// grow memory): past it, `error.occurred` events of that second are dropped.
+const MAX_PENDING_FAILURES: usize = 10_000;
+
 #[derive(Debug, Default)]
 pub struct PendingUsage {
     /// Key id → (requests, latest use in ms).
@@ -29,6 +33,10 @@ pub struct PendingUsage {
     pub metered: HashMap<MeteredKey, UsageTotals>,
     /// (app, end user) → first and last seen, requests and cost.
     pub app_users: HashMap<(Uuid, String), AppUserTotals>,
+    /// Failed calls of apps, for their `error.occurred` webhooks.
+    pub app_failures: Vec<AppFailure>,
+    /// The latest metered call's time (ms): the time of the events this usage gives rise to.
+    pub latest_at: i64,
 }
 
 impl PendingUsage {
@@ -37,6 +45,7 @@ impl PendingUsage {
             && self.org_days.is_empty()
             && self.metered.is_empty()
             && self.app_users.is_empty()
+            && self.app_failures.is_empty()
     }
 }
 
@@ -59,6 +68,24 @@ pub struct MeteredEvent {
     pub cost_micros: i64,
     pub ok: bool,
     pub at: Timestamp,
+    /// A call that failed: how it was answered (an app's `error.occurred`, SPEC §10).
+    pub failure: Option<Failure>,
+}
+
+/// How a failed metered call was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: u16,
+    pub code: &'static str,
+    pub request_id: String,
+}
+
+/// An app's failed call waiting for the flush to become its `error.occurred` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppFailure {
+    pub app: Uuid,
+    pub failure: Failure,
+    pub at: i64,
 }
 
 impl MeteredEvent {
@@ -114,6 +141,94 @@ impl MeteredEvent {
     }
 }
 
+/// The webhook events (SPEC §10) that the usage being flushed gives rise to, queued in the
+/// flush's own transaction: `user.created` for an end user new to its app, `usage.threshold`
+/// for each of an app's thresholds its monthly requests reached now (once per month), and
+/// `error.occurred` for each failed call. `enqueue` writes nothing for an app without a webhook
+/// or not subscribed.
+fn app_events(
+    txn: &redb::WriteTransaction,
+    taken: &PendingUsage,
+    new_users: &[(Uuid, &str, i64)],
+) -> Result<(), StoreError> {
+    use crate::store::webhooks::{enqueue, get_webhook, mark_threshold};
+    use serde_json::json;
+    for (app, user, at) in new_users {
+        enqueue(
+            txn,
+            *app,
+            "user.created",
+            json!({"appId": app, "userId": user}),
+            *at,
+        )?;
+    }
+    for f in &taken.app_failures {
+        enqueue(
+            txn,
+            f.app,
+            "error.occurred",
+            json!({"appId": f.app, "requestId": f.failure.request_id, "status": f.failure.status,
+                   "code": f.failure.code}),
+            f.at,
+        )?;
+    }
+    // Requests added now per (owner, app, month), from the apps' rows by route.
+    let mut added: HashMap<(Uuid, Uuid, i64, u32), u64> = HashMap::new();
+    for (key, totals) in &taken.metered {
+        if key.dimension != crate::store::usage::Dimension::AppEndpoint {
+            continue;
+        }
+        let Some(app) = key
+            .name
+            .split('/')
+            .next()
+            .and_then(|a| a.parse::<Uuid>().ok())
+        else {
+            continue;
+        };
+        let (year, month, _) = crate::time::civil::civil_from_days(key.day);
+        *added
+            .entry((key.organization, app, year, month))
+            .or_default() += totals.requests;
+    }
+    for ((org, app, year, month), count) in added {
+        let Some(hook) = get_webhook(txn, app)? else {
+            continue;
+        };
+        if hook.disabled || !hook.wants("usage.threshold") || hook.thresholds.is_empty() {
+            continue;
+        }
+        let first = crate::time::civil::days_from_civil(year, month, 1);
+        let next = if month == 12 {
+            crate::time::civil::days_from_civil(year + 1, 1, 1)
+        } else {
+            crate::time::civil::days_from_civil(year, month + 1, 1)
+        };
+        let now_total = crate::store::usage::app_requests_between(txn, org, app, first, next - 1)?;
+        let before = now_total.saturating_sub(count);
+        let tag = u32::try_from(year)
+            .unwrap_or(0)
+            .saturating_mul(100)
+            .saturating_add(month);
+        let at = taken.latest_at;
+        for threshold in &hook.thresholds {
+            if before < *threshold
+                && *threshold <= now_total
+                && mark_threshold(txn, app, tag, *threshold)?
+            {
+                enqueue(
+                    txn,
+                    app,
+                    "usage.threshold",
+                    json!({"appId": app, "threshold": threshold.to_string(), "currentUsage": now_total}),
+                    at,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 pub struct UsageRecorder {
     pending: Mutex<PendingUsage>,
@@ -156,6 +271,7 @@ impl UsageRecorder {
     pub fn record_metered(&self, event: &MeteredEvent) {
         let totals = event.totals();
         if let Ok(mut pending) = self.pending.lock() {
+            pending.latest_at = pending.latest_at.max(event.at.millis());
             for key in event.keys() {
                 pending.metered.entry(key).or_default().add(&totals);
             }
@@ -171,6 +287,15 @@ impl UsageRecorder {
                     .entry((app, user.clone()))
                     .and_modify(|t| t.merge(&seen))
                     .or_insert(seen);
+            }
+            if let (Some(app), Some(failure)) = (event.app, &event.failure)
+                && pending.app_failures.len() < MAX_PENDING_FAILURES
+            {
+                pending.app_failures.push(AppFailure {
+                    app,
+                    failure: failure.clone(),
+                    at: event.at.millis(),
+                });
             }
         }
     }
@@ -250,14 +375,19 @@ impl UsageRecorder {
             for (key, totals) in &taken.metered {
                 add_metered(txn, key, totals)?;
             }
+            let mut new_users = Vec::new();
             for ((app, user), totals) in &taken.app_users {
-                add_app_user(txn, *app, user, totals)?;
+                if add_app_user(txn, *app, user, totals)? {
+                    new_users.push((*app, user.as_str(), totals.first_seen));
+                }
             }
+            app_events(txn, &taken, &new_users)?;
             Ok::<_, StoreError>(())
         });
         if result.is_err()
             && let Ok(mut pending) = self.pending.lock()
         {
+            pending.app_failures.extend(taken.app_failures);
             for (id, (count, last)) in taken.keys {
                 let entry = pending.keys.entry(id).or_insert((0, last));
                 entry.0 += count;

@@ -344,3 +344,36 @@ pub fn app_settings(data: &[u8]) {
         );
     }
 }
+
+/// Webhook settings bodies, target URLs, `Retry-After` values and signature headers: never a
+/// panic; a parsed target keeps a path, and no header verifies a body it was not made for.
+pub fn webhook_settings(data: &[u8]) {
+    use eliza_cloud::api::input::Fields;
+    use eliza_cloud::api::webhooks::settings_of;
+    use eliza_cloud::store::webhooks::WebhookSecret;
+    use eliza_cloud::webhooks::schedule::{LONGEST, retry_after};
+    use eliza_cloud::webhooks::sign::{standard_signature, verify_standard};
+    use eliza_cloud::webhooks::target::parse_target;
+    let text = String::from_utf8_lossy(data);
+    if let Ok(target) = parse_target(&text) {
+        assert!(!target.path.is_empty());
+        assert!(!target.host_header().is_empty());
+    }
+    if let Some(wait) = retry_after(&text, 1_700_000_000) {
+        assert!(wait <= LONGEST);
+    }
+    let _ = eliza_cloud::time::parse_http_date(&text);
+    let secret = WebhookSecret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into());
+    let genuine = standard_signature(&secret, "msg_1", 1_700_000_000, b"{}");
+    let verdict = verify_standard(&secret, "msg_1", "1700000000", &text, b"{}", 1_700_000_000);
+    if verdict.is_ok() {
+        assert!(text.split(' ').any(|entry| entry == genuine));
+    }
+    if let Ok(mut fields) = Fields::parse(data) {
+        if let Some(settings) = settings_of(&mut fields, "url", false) {
+            assert!(parse_target(&settings.url).is_ok());
+            assert!(settings.thresholds.windows(2).all(|w| w[0] < w[1]));
+        }
+        let _ = fields.finish();
+    }
+}

@@ -19,6 +19,7 @@ use crate::store::apps::{
     subdomain_taken, update_app,
 };
 use crate::store::keys::{ApiKeyRecord, KeyType, delete_key, get_key, insert_key, update_key};
+use crate::store::webhooks::{WebhookRecord, get_webhook};
 use crate::web::body::{Body, json_body};
 use crate::web::error::ApiError;
 use crate::web::may_act;
@@ -251,10 +252,15 @@ pub async fn create(
     let origins = origins_field(&mut f);
     let permissions = f.permissions();
     let rate_limit = f.rate_limit().flatten();
+    f.alias("webhook_url", "webhookUrl");
+    let webhook = super::webhooks::settings_of(&mut f, "webhookUrl", false);
     f.finish()?;
     let (Some(name), Some(app_url)) = (name, app_url) else {
         return Err(ApiError::Internal);
     };
+    if let Some(w) = &webhook {
+        super::webhooks::check_reachable(state, &w.url, "webhookUrl").await?;
+    }
     let permissions = match permissions {
         Some(list) if !list.is_empty() => list,
         _ => normalise(&DEFAULT_PERMISSIONS.map(String::from)).unwrap_or_default(),
@@ -304,7 +310,7 @@ pub async fn create(
         updated_at: now,
     };
     let stored_key = key.clone();
-    let app = state
+    let (app, hook) = state
         .store
         .write_blocking(move |txn| {
             let mut app = app;
@@ -328,22 +334,51 @@ pub async fn create(
             app.subdomain = label;
             insert_key(txn, &stored_key)?;
             insert_app(txn, &app)?;
-            Ok::<_, ApiError>(app)
+            let hook = match webhook {
+                Some(settings) => {
+                    Some(super::webhooks::store_settings(txn, app.id, settings, now)?)
+                }
+                None => None,
+            };
+            Ok::<_, ApiError>((app, hook))
         })
         .await?;
-    Ok(created_app(&app, &key, &plain))
+    Ok(created_app(&app, &key, &plain, hook, now))
 }
 
-fn created_app(app: &AppRecord, key: &ApiKeyRecord, plain: &PlainKey) -> Response<Body> {
+fn created_app(
+    app: &AppRecord,
+    key: &ApiKeyRecord,
+    plain: &PlainKey,
+    hook: Option<(WebhookRecord, Option<String>)>,
+    now: i64,
+) -> Response<Body> {
     let mut view = app_view(app, Some(key));
+    let (hook, secret) = match hook {
+        Some((h, s)) => (Some(h), s),
+        None => (None, None),
+    };
+    with_webhook(&mut view, hook.as_ref(), now);
     if let Some(map) = view.as_object_mut() {
         // The public docs show the plaintext in `app.api_key` too; it is shown only here.
         map.insert("api_key".into(), Value::String(plain.expose().to_string()));
     }
-    json_body(
-        StatusCode::OK,
-        &json!({ "success": true, "app": view, "apiKey": plain.expose() }),
-    )
+    let mut answer = json!({ "success": true, "app": view, "apiKey": plain.expose() });
+    if let (Some(secret), Some(map)) = (secret, answer.as_object_mut()) {
+        // The webhook's signing secret, shown this once (SPEC §10).
+        map.insert("webhookSecret".into(), Value::String(secret));
+    }
+    json_body(StatusCode::OK, &answer)
+}
+
+/// Sets an app view's `webhook` (the settings, never the secret).
+fn with_webhook(view: &mut Value, hook: Option<&WebhookRecord>, now: i64) {
+    if let Some(map) = view.as_object_mut() {
+        map.insert(
+            "webhook".into(),
+            hook.map_or(Value::Null, |h| super::webhooks::webhook_view(h, now)),
+        );
+    }
 }
 
 /// Loads an app the caller's scope reaches: another organization's is 404, a sibling of an app
@@ -398,18 +433,23 @@ pub async fn list(
             let apps = list_apps_of_org(txn, org)?;
             let keys = apps
                 .iter()
-                .map(|a| get_key(txn, a.key_id))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|a| Ok((get_key(txn, a.key_id)?, get_webhook(txn, a.id)?)))
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
             Ok::<_, ApiError>((apps, keys))
         })
         .await?;
+    let now = state.now().millis();
     let range = paging.slice(&apps);
     let shown: Vec<Value> = apps
         .get(range.clone())
         .unwrap_or_default()
         .iter()
         .zip(keys.get(range).unwrap_or_default())
-        .map(|(app, key)| app_view(app, key.as_ref()))
+        .map(|(app, (key, hook))| {
+            let mut view = app_view(app, key.as_ref());
+            with_webhook(&mut view, hook.as_ref(), now);
+            view
+        })
         .collect();
     Ok(json_body(
         StatusCode::OK,
@@ -424,17 +464,22 @@ pub async fn get(
     id: Uuid,
 ) -> Result<Response<Body>, ApiError> {
     let requester = principal.clone();
-    let (app, key) = state
+    // The webhook is the app's settings: its own key does not see them (SPEC §10).
+    let manages = !matches!(principal.scope(), crate::auth::scope::Scope::App { .. });
+    let (app, key, hook) = state
         .store
         .read_blocking(move |txn| {
             let app = reachable_app(txn, id, &requester)?;
             let key = get_key(txn, app.key_id)?;
-            Ok::<_, ApiError>((app, key))
+            let hook = if manages { get_webhook(txn, id)? } else { None };
+            Ok::<_, ApiError>((app, key, hook))
         })
         .await?;
+    let mut view = app_view(&app, key.as_ref());
+    with_webhook(&mut view, hook.as_ref(), state.now().millis());
     Ok(json_body(
         StatusCode::OK,
-        &json!({ "success": true, "app": app_view(&app, key.as_ref()) }),
+        &json!({ "success": true, "app": view }),
     ))
 }
 
@@ -463,7 +508,7 @@ pub async fn update(
     }
     let requester = principal.clone();
     let cache = state.key_cache.clone();
-    let (app, key) = state
+    let (app, key, hook) = state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
             let mut app = managed_app(txn, id, &requester)?;
@@ -506,12 +551,15 @@ pub async fn update(
                 let hash = key.key_hash;
                 on_commit.push(move || cache.invalidate(&hash));
             }
-            Ok::<_, ApiError>((app, key))
+            let hook = get_webhook(txn, id)?;
+            Ok::<_, ApiError>((app, key, hook))
         })
         .await?;
+    let mut view = app_view(&app, key.as_ref());
+    with_webhook(&mut view, hook.as_ref(), now);
     Ok(json_body(
         StatusCode::OK,
-        &json!({ "success": true, "app": app_view(&app, key.as_ref()) }),
+        &json!({ "success": true, "app": view }),
     ))
 }
 
@@ -531,6 +579,8 @@ pub async fn delete(
                 on_commit.push(move || cache.invalidate(&key.key_hash));
             }
             delete_app(txn, id)?;
+            // Its webhook and every delivery of it go too (pending ones are never sent).
+            crate::store::webhooks::delete_of_app(txn, id)?;
             Ok::<_, ApiError>(())
         })
         .await?;

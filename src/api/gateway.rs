@@ -507,7 +507,7 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
         }
         Provider::OpenAiCompatible => {
             let Some(upstream) = gateway.upstream.as_ref() else {
-                meter.finish(End::Failed);
+                meter.fail(&ApiError::Internal);
                 return Err(ApiError::Internal);
             };
             let mut body = upstream_body(std::mem::take(&mut request.raw), model);
@@ -542,8 +542,9 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
             let response = match answer {
                 Ok(r) => r,
                 Err(e) => {
-                    meter.finish(End::Failed);
-                    return Err(api_error(e));
+                    let e = api_error(e);
+                    meter.fail(&e);
+                    return Err(e);
                 }
             };
             if request.stream {
@@ -567,14 +568,16 @@ pub async fn chat(state: &AppState, call: &Call) -> Result<Response<Body>, ApiEr
             {
                 Ok(b) => b,
                 Err(e) => {
-                    meter.finish(End::Failed);
-                    return Err(api_error(e));
+                    let e = api_error(e);
+                    meter.fail(&e);
+                    return Err(e);
                 }
             };
             let provider_time = provider_started.elapsed();
             let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
-                meter.finish(End::Failed);
-                return Err(api_error(UpstreamError::Malformed));
+                let e = api_error(UpstreamError::Malformed);
+                meter.fail(&e);
+                return Err(e);
             };
             meter.add_output_bytes(whole_content_bytes(&value));
             if let Some(usage) = Usage::of(&value) {
@@ -891,6 +894,9 @@ impl http_body::Body for UpstreamStream {
                             "The upstream model provider stopped answering",
                             "UPSTREAM_TIMEOUT",
                         );
+                        if let Some(meter) = &mut this.meter {
+                            meter.set_failure(504, "UPSTREAM_TIMEOUT");
+                        }
                         this.end(End::Failed, Some(line));
                         continue;
                     }
@@ -1032,7 +1038,7 @@ async fn forward_whole(
     max: usize,
 ) -> Result<(Bytes, Duration), ApiError> {
     let Some(upstream) = state.gateway.upstream.as_ref() else {
-        meter.finish(End::Failed);
+        meter.fail(&ApiError::Internal);
         return Err(ApiError::Internal);
     };
     let started = Instant::now();
@@ -1050,8 +1056,9 @@ async fn forward_whole(
     match result {
         Ok(bytes) => Ok((bytes, started.elapsed())),
         Err(e) => {
-            meter.finish(End::Failed);
-            Err(api_error(e))
+            let e = api_error(e);
+            meter.fail(&e);
+            Err(e)
         }
     }
 }
@@ -1102,7 +1109,7 @@ pub async fn images(state: &AppState, call: &Call) -> Result<Response<Body>, Api
             let images = match images {
                 Ok(images) => images,
                 Err(e) => {
-                    meter.finish(End::Failed);
+                    meter.fail(&e);
                     return Err(e);
                 }
             };

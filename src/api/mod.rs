@@ -12,6 +12,7 @@ pub mod ops;
 pub mod signin;
 pub mod topup;
 pub mod usage;
+pub mod webhooks;
 
 use serde::Serialize;
 use serde_json::Value;

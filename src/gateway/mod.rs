@@ -183,6 +183,8 @@ pub struct Meter {
     fixed_cost: Option<i64>,
     /// Set once the call has been charged.
     charged: Option<i64>,
+    /// How a failed call was answered (status, code), for the app's `error.occurred`.
+    failure: Option<(u16, &'static str)>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -211,7 +213,19 @@ impl Meter {
             reported: None,
             fixed_cost,
             charged: None,
+            failure: None,
         }
+    }
+
+    /// Names the answer of a call that failed (its status and code).
+    pub fn set_failure(&mut self, status: u16, code: &'static str) {
+        self.failure = Some((status, code));
+    }
+
+    /// Ends a call that failed with `error`: charged as [`End::Failed`].
+    pub fn fail(&mut self, error: &crate::web::error::ApiError) {
+        self.set_failure(error.status().as_u16(), error.code());
+        self.finish(End::Failed);
     }
 
     pub fn add_output_bytes(&mut self, bytes: u64) {
@@ -350,6 +364,16 @@ impl Meter {
             cost_micros: cost,
             ok: end == End::Completed,
             at: now,
+            failure: match end {
+                End::Failed => Some(self.failure.unwrap_or((502, "UPSTREAM_ERROR"))),
+                End::Fault => Some((500, "INTERNAL_ERROR")),
+                End::Completed | End::ClientGone => None,
+            }
+            .map(|(status, code)| crate::usage::Failure {
+                status,
+                code,
+                request_id: c.request_id.clone(),
+            }),
         });
         self.sinks
             .metrics

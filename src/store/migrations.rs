@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 9;
+pub const SCHEMA_VERSION: u64 = 10;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -25,6 +25,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_usage_metered_v7,
     add_apps_v8,
     add_earnings_v9,
+    add_webhooks_v10,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -116,6 +117,16 @@ fn add_earnings_v9(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(EARNINGS_DAILY)?;
     txn.open_table(EARNINGS_TOTALS)?;
     txn.open_table(EARNINGS_WITHDRAWALS)?;
+    Ok(())
+}
+
+/// Version 10: webhook settings, the delivery outbox and its indexes, thresholds sent.
+fn add_webhooks_v10(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(WEBHOOKS)?;
+    txn.open_table(DELIVERIES)?;
+    txn.open_table(DELIVERIES_BY_APP)?;
+    txn.open_table(DELIVERIES_DUE)?;
+    txn.open_table(THRESHOLDS_FIRED)?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ pub mod settlements;
 pub mod tables;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 use std::fs;
 use std::io::Write;

@@ -121,3 +121,25 @@ pub const EARNINGS_TOTALS: TableDefinition<u128, &[u8]> =
 /// Schema 9.
 pub const EARNINGS_WITHDRAWALS: TableDefinition<(u128, &str), &[u8]> =
     TableDefinition::new("earnings_withdrawals_v1");
+
+/// App id → `WebhookRecord`: an app's webhook settings and signing secrets (SPEC §10). The
+/// secrets live only here: never logged, never in an answer after the one that made them.
+/// Schema 10.
+pub const WEBHOOKS: TableDefinition<u128, &[u8]> = TableDefinition::new("webhooks_v1");
+
+/// Delivery id → `DeliveryRecord`: the outbox and the delivery log. Schema 10.
+pub const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("webhook_deliveries_v1");
+
+/// (app id, created at in ms, delivery id) → nothing: an app's deliveries, newest last. Schema 10.
+pub const DELIVERIES_BY_APP: TableDefinition<(u128, i64, u128), ()> =
+    TableDefinition::new("webhook_deliveries_by_app_v1");
+
+/// (next attempt at in ms, delivery id) → nothing: the deliveries waiting for an attempt, the
+/// earliest first. Schema 10.
+pub const DELIVERIES_DUE: TableDefinition<(i64, u128), ()> =
+    TableDefinition::new("webhook_deliveries_due_v1");
+
+/// (app id, month as YYYYMM, threshold) → nothing: the `usage.threshold` events already sent, once
+/// per threshold per month. Schema 10.
+pub const THRESHOLDS_FIRED: TableDefinition<(u128, u32, u64), ()> =
+    TableDefinition::new("webhook_thresholds_fired_v1");

@@ -164,24 +164,48 @@ impl AppUserTotals {
     }
 }
 
+/// Adds to an app's end user; answers whether the user is new to the app.
 pub fn add_app_user(
     txn: &WriteTransaction,
     app: Uuid,
     user: &str,
     totals: &AppUserTotals,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut table = txn.open_table(super::tables::APP_USERS)?;
     let at = (app.as_u128(), user);
-    let sum = match table.get(at)? {
+    let (sum, new) = match table.get(at)? {
         Some(found) => {
             let mut sum: AppUserTotals = super::codec::decode(found.value())?;
             sum.merge(totals);
-            sum
+            (sum, false)
         }
-        None => *totals,
+        None => (*totals, true),
     };
     table.insert(at, super::codec::encode(&sum)?.as_slice())?;
-    Ok(())
+    Ok(new)
+}
+
+/// Requests of `app` (owned by `org`) over the days `from..=to`: its rows by route.
+pub fn app_requests_between(
+    txn: &impl ReadTx,
+    org: Uuid,
+    app: Uuid,
+    from: i64,
+    to: i64,
+) -> Result<u64, StoreError> {
+    let table = txn.read_table(super::tables::USAGE_METERED)?;
+    let (low, high) = (format!("{app}/"), format!("{app}0"));
+    let code = Dimension::AppEndpoint as u8;
+    let mut total = 0u64;
+    for day in from..=to {
+        let range =
+            (org.as_u128(), day, code, low.as_str())..(org.as_u128(), day, code, high.as_str());
+        for row in table.range(range)? {
+            let totals: UsageTotals = super::codec::decode(row?.1.value())?;
+            total = total.saturating_add(totals.requests);
+        }
+    }
+    Ok(total)
 }
 
 /// Every end user of an app.

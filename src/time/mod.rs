@@ -4,9 +4,11 @@
 
 pub mod civil;
 pub mod clock;
+pub mod http_date;
 pub mod rfc3339;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use http_date::parse_http_date;
 pub use rfc3339::parse_rfc3339;
 
 /// Milliseconds since the Unix epoch (UTC). Stored records keep this integer.

@@ -606,6 +606,22 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::SetAppMonetization(id) => {
             api::earnings::set_monetization(state, call.principal()?, id, &call.body).await
         }
+        Route::AppWebhook(id) => api::webhooks::get_settings(state, call.principal()?, id).await,
+        Route::SetAppWebhook(id) => {
+            api::webhooks::set_settings(state, call.principal()?, id, &call.body).await
+        }
+        Route::RotateWebhookSecret(id) => {
+            api::webhooks::rotate_secret(state, call.principal()?, id).await
+        }
+        Route::TestWebhook(id) => api::webhooks::test_event(state, call.principal()?, id).await,
+        Route::WebhookDeliveries(id) => {
+            api::webhooks::deliveries(state, call.principal()?, id, call.query()).await
+        }
+        Route::Redeliver(id) => {
+            // `/api/v1/apps/{id}/webhook/deliveries/{delivery}/redeliver`
+            let delivery = call.parts.uri.path().split('/').nth(7).unwrap_or_default();
+            api::webhooks::redeliver(state, call.principal()?, id, delivery).await
+        }
         Route::AppEarnings(id) => api::earnings::earnings(state, call.principal()?, id).await,
         Route::WithdrawAppEarnings(id) => {
             api::earnings::withdraw_earnings(state, call.principal()?, id, &call.body).await

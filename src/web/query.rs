@@ -146,6 +146,12 @@ impl Paging {
         Ok(Paging { page, limit })
     }
 
+    /// How many items come before this page.
+    pub fn offset(&self) -> usize {
+        usize::try_from(self.page.saturating_sub(1).saturating_mul(self.limit))
+            .unwrap_or(usize::MAX)
+    }
+
     /// The slice of `items` this page shows.
     pub fn slice<T>(&self, items: &[T]) -> std::ops::Range<usize> {
         let start = usize::try_from((self.page - 1).saturating_mul(self.limit))

@@ -182,6 +182,13 @@ pub enum Route {
     SetAppMonetization(Uuid),
     AppEarnings(Uuid),
     WithdrawAppEarnings(Uuid),
+    AppWebhook(Uuid),
+    SetAppWebhook(Uuid),
+    RotateWebhookSecret(Uuid),
+    TestWebhook(Uuid),
+    WebhookDeliveries(Uuid),
+    /// The delivery's id is `msg_<hex>`, read by the handler.
+    Redeliver(Uuid),
     /// `POST /api/v1/topup/{amount}`: the amount in micro-dollars, `None` when it is not a
     /// dollar amount.
     Topup(Option<i64>),
@@ -244,6 +251,12 @@ impl Route {
             Route::SetAppMonetization(_) => "apps_monetization_set",
             Route::AppEarnings(_) => "apps_earnings",
             Route::WithdrawAppEarnings(_) => "apps_earnings_withdraw",
+            Route::AppWebhook(_) => "apps_webhook_get",
+            Route::SetAppWebhook(_) => "apps_webhook_set",
+            Route::RotateWebhookSecret(_) => "apps_webhook_rotate_secret",
+            Route::TestWebhook(_) => "apps_webhook_test",
+            Route::WebhookDeliveries(_) => "apps_webhook_deliveries",
+            Route::Redeliver(_) => "apps_webhook_redeliver",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
         }
@@ -282,21 +295,28 @@ impl Route {
             // One app's management: app keys pass the pipeline so that another organization's app
             // is 404 for them too (SPEC §10); the handler then refuses them 403 on their own
             // organization's apps, their own included.
-            Route::DeleteApp(_) | Route::RegenerateAppKey(_) => Needs::credential(
+            Route::DeleteApp(_)
+            | Route::RegenerateAppKey(_)
+            | Route::RotateWebhookSecret(_)
+            | Route::TestWebhook(_)
+            | Route::Redeliver(_) => Needs::credential(
                 Requirement::PermissionOrAppKey(Resource::APPS),
                 OrganizationOrApp,
             ),
-            Route::UpdateApp(_) | Route::SetAppMonetization(_) | Route::WithdrawAppEarnings(_) => {
-                Needs::credential(
-                    Requirement::PermissionOrAppKey(Resource::APPS),
-                    OrganizationOrApp,
-                )
-                .with_body(BodyUse::Json)
-            }
+            Route::UpdateApp(_)
+            | Route::SetAppWebhook(_)
+            | Route::SetAppMonetization(_)
+            | Route::WithdrawAppEarnings(_) => Needs::credential(
+                Requirement::PermissionOrAppKey(Resource::APPS),
+                OrganizationOrApp,
+            )
+            .with_body(BodyUse::Json),
             Route::GetApp(_)
             | Route::AppAnalytics(_)
             | Route::AppUsers(_)
             | Route::AppEarnings(_)
+            | Route::AppWebhook(_)
+            | Route::WebhookDeliveries(_)
             | Route::AppMonetization(_) => Needs::credential(
                 Requirement::PermissionOrAppKey(Resource::APPS),
                 OrganizationOrApp,
@@ -448,6 +468,30 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
                 (Some(_), _) => Route::MethodNotAllowed {
                     allow: GET_POST_ALLOW,
                 },
+            },
+            ["apps", app, "webhook"] => match (id(app), method.clone()) {
+                (None, _) => Route::NotFound,
+                (Some(app), Method::GET | Method::HEAD) => Route::AppWebhook(app),
+                (Some(app), Method::POST) => Route::SetAppWebhook(app),
+                (Some(_), _) => Route::MethodNotAllowed {
+                    allow: GET_POST_ALLOW,
+                },
+            },
+            ["apps", app, "webhook", "rotate-secret"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::RotateWebhookSecret(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "webhook", "test"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::TestWebhook(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "webhook", "deliveries"] => match id(app) {
+                Some(app) => only(method, GET, GET_ALLOW, Route::WebhookDeliveries(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "webhook", "deliveries", _, "redeliver"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::Redeliver(app)),
+                None => Route::NotFound,
             },
             ["apps", app, "earnings"] => match id(app) {
                 Some(app) => only(method, GET, GET_ALLOW, Route::AppEarnings(app)),

@@ -115,3 +115,8 @@ fn sse_stream_seeds() {
 fn app_settings_seeds() {
     replay("app_settings", bodies::app_settings);
 }
+
+#[test]
+fn webhook_settings_seeds() {
+    replay("webhook_settings", bodies::webhook_settings);
+}

@@ -104,7 +104,8 @@ fn balance(server: &TestServer, org: Uuid) -> i64 {
     state.store.read(|t| balance_of(t, org)).unwrap()
 }
 
-fn check_clean(server: &TestServer) {
+/// Commits what is queued, then `check` finds nothing wrong.
+pub fn check_clean(server: &TestServer) {
     let state = server.running().state();
     state.gateway.billing.flush().unwrap();
     state.usage.flush(&state.store).unwrap();
