@@ -20,6 +20,7 @@ mod logging;
 mod monetization;
 mod offline;
 mod rate_limits;
+mod reach;
 mod receiver;
 mod signin;
 mod storage;
