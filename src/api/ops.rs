@@ -33,7 +33,29 @@ pub async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {
-    let mut response = Response::new(full(state.metrics.render()));
+    let mut text = state.metrics.render();
+    if let Some(sender) = &state.webhooks {
+        use std::fmt::Write;
+        for (name, kind, help, value) in [
+            (
+                "eliza_webhook_attempts_total",
+                "counter",
+                "Webhook delivery attempts made by this process.",
+                sender.attempts(),
+            ),
+            (
+                "eliza_webhook_in_flight",
+                "gauge",
+                "Webhook deliveries being attempted now (at most the worker pool).",
+                sender.in_flight() as u64,
+            ),
+        ] {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} {kind}");
+            let _ = writeln!(text, "{name} {value}");
+        }
+    }
+    let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
