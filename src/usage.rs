@@ -37,6 +37,8 @@ pub struct PendingUsage {
     pub app_failures: Vec<AppFailure>,
     /// The latest metered call's time (ms): the time of the events this usage gives rise to.
     pub latest_at: i64,
+    /// (app, month as YYYYMM, end user): who used an app in a month (its `uniqueUsers`).
+    pub month_users: std::collections::HashSet<(Uuid, u32, String)>,
 }
 
 impl PendingUsage {
@@ -46,6 +48,7 @@ impl PendingUsage {
             && self.metered.is_empty()
             && self.app_users.is_empty()
             && self.app_failures.is_empty()
+            && self.month_users.is_empty()
     }
 }
 
@@ -123,9 +126,6 @@ impl MeteredEvent {
                 Dimension::AppEndpoint,
                 format!("{app}/{}", self.endpoint),
             ));
-            if let Some(user) = &self.end_user {
-                keys.push(owned(Dimension::EndUser, format!("{app}/{user}")));
-            }
         }
         keys
     }
@@ -287,6 +287,8 @@ impl UsageRecorder {
                     .entry((app, user.clone()))
                     .and_modify(|t| t.merge(&seen))
                     .or_insert(seen);
+                let month = crate::store::usage::month_of_day(day_of(event.at));
+                pending.month_users.insert((app, month, user.clone()));
             }
             if let (Some(app), Some(failure)) = (event.app, &event.failure)
                 && pending.app_failures.len() < MAX_PENDING_FAILURES
@@ -332,6 +334,19 @@ impl UsageRecorder {
     }
 
     /// Not yet flushed: a key's (requests, latest use).
+    /// End users of `app` in `month` not flushed yet (some may be stored already).
+    pub fn pending_month_users(&self, app: Uuid, month: u32) -> Vec<String> {
+        let Ok(pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        pending
+            .month_users
+            .iter()
+            .filter(|(a, m, _)| *a == app && *m == month)
+            .map(|(_, _, u)| u.clone())
+            .collect()
+    }
+
     pub fn pending_for_key(&self, key: Uuid) -> Option<(u64, i64)> {
         self.pending.lock().ok()?.keys.get(&key).copied()
     }
@@ -381,6 +396,9 @@ impl UsageRecorder {
                     new_users.push((*app, user.as_str(), totals.first_seen));
                 }
             }
+            for (app, month, user) in &taken.month_users {
+                crate::store::usage::add_month_user(txn, *app, *month, user)?;
+            }
             app_events(txn, &taken, &new_users)?;
             Ok::<_, StoreError>(())
         });
@@ -388,6 +406,7 @@ impl UsageRecorder {
             && let Ok(mut pending) = self.pending.lock()
         {
             pending.app_failures.extend(taken.app_failures);
+            pending.month_users.extend(taken.month_users);
             for (id, (count, last)) in taken.keys {
                 let entry = pending.keys.entry(id).or_insert((0, last));
                 entry.0 += count;

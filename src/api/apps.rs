@@ -656,34 +656,45 @@ pub async fn analytics(
         .store
         .read_blocking(move |txn| reachable_app(txn, id, &requester))
         .await?;
-    let rows = super::usage::rows_of(state, app.organization_id, period).await?;
     let prefix = format!("{}/", app.id);
+    let rows = super::usage::rows_of(
+        state,
+        app.organization_id,
+        period,
+        &[Dimension::AppEndpoint],
+        Some(prefix.clone()),
+    )
+    .await?;
+    let month = crate::store::usage::month_of_day(period.first_day());
+    let pending_users = state.usage.pending_month_users(app.id, month);
+    let app_id = app.id;
+    let unique_users = state
+        .store
+        .read_blocking(move |txn| {
+            let mut n = crate::store::usage::month_user_count(txn, app_id, month)?;
+            for user in &pending_users {
+                if !crate::store::usage::month_user_known(txn, app_id, month, user)? {
+                    n += 1;
+                }
+            }
+            Ok::<_, ApiError>(n)
+        })
+        .await?;
     let mut totals = UsageTotals::default();
     let mut daily: std::collections::BTreeMap<i64, UsageTotals> = (period.first_day()
         ..=period.last_day())
         .map(|d| (d, UsageTotals::default()))
         .collect();
     let mut by_endpoint: std::collections::BTreeMap<String, UsageTotals> = Default::default();
-    let mut users = std::collections::BTreeSet::new();
+    // Every call of the app has one row by route and day: app-key calls and calls through it.
     for (key, row) in &rows {
-        match key.dimension {
-            // Every call of the app has one row by route: app-key calls and calls through it.
-            Dimension::AppEndpoint => {
-                if let Some(endpoint) = key.name.strip_prefix(&prefix) {
-                    totals.add(row);
-                    daily.entry(key.day).or_default().add(row);
-                    by_endpoint
-                        .entry(endpoint.to_string())
-                        .or_default()
-                        .add(row);
-                }
-            }
-            Dimension::EndUser => {
-                if let Some(user) = key.name.strip_prefix(&prefix) {
-                    users.insert(user.to_string());
-                }
-            }
-            _ => {}
+        if let Some(endpoint) = key.name.strip_prefix(&prefix) {
+            totals.add(row);
+            daily.entry(key.day).or_default().add(row);
+            by_endpoint
+                .entry(endpoint.to_string())
+                .or_default()
+                .add(row);
         }
     }
     let endpoint = |name: &str| by_endpoint.get(name).copied().unwrap_or_default();
@@ -715,7 +726,7 @@ pub async fn analytics(
                     "images_micros": images.cost_micros,
                 },
             },
-            "uniqueUsers": users.len(),
+            "uniqueUsers": unique_users,
             "daily": daily.iter().map(|(day, t)| json!({
                 "date": super::usage::date_text(*day),
                 "requests": t.requests,
@@ -733,26 +744,43 @@ pub async fn users(
     id: Uuid,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    use crate::store::usage::{AppUserTotals, app_users};
+    use crate::store::usage::{AppUserTotals, app_user, app_users_newest};
     let paging = Paging::from_query(query, 50, 100)?;
     let requester = principal.clone();
-    let stored = state
+    // The users of the last second are not stored yet: the stored newest ones are read with
+    // room for them, and any of them stored further down is read by itself.
+    let pending: std::collections::HashMap<String, AppUserTotals> =
+        state.usage.pending_app_users(id).into_iter().collect();
+    let take = paging
+        .offset()
+        .saturating_add(paging.limit as usize)
+        .saturating_add(pending.len());
+    let (list, total) = state
         .store
         .read_blocking(move |txn| {
             reachable_app(txn, id, &requester)?;
-            Ok::<_, ApiError>(app_users(txn, id)?)
+            let (newest, mut total) = app_users_newest(txn, id, take)?;
+            let mut merged: std::collections::HashMap<String, AppUserTotals> =
+                newest.into_iter().collect();
+            for (user, totals) in pending {
+                if let Some(t) = merged.get_mut(&user) {
+                    t.merge(&totals);
+                    continue;
+                }
+                let mut t = totals;
+                match app_user(txn, id, &user)? {
+                    Some(stored) => t.merge(&stored),
+                    None => total += 1,
+                }
+                merged.insert(user, t);
+            }
+            let mut list: Vec<(String, AppUserTotals)> = merged.into_iter().collect();
+            list.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(&b.0)));
+            Ok::<_, ApiError>((list, total))
         })
         .await?;
-    let mut merged: std::collections::HashMap<String, AppUserTotals> = stored.into_iter().collect();
-    for (user, totals) in state.usage.pending_app_users(id) {
-        merged
-            .entry(user)
-            .and_modify(|t| t.merge(&totals))
-            .or_insert(totals);
-    }
-    let mut list: Vec<(String, AppUserTotals)> = merged.into_iter().collect();
-    list.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(&b.0)));
-    let range = paging.slice(&list);
+    let start = paging.offset().min(list.len());
+    let range = start..(start + paging.limit as usize).min(list.len());
     let shown: Vec<Value> = list
         .get(range)
         .unwrap_or_default()
@@ -770,7 +798,7 @@ pub async fn users(
         .collect();
     Ok(json_body(
         StatusCode::OK,
-        &json!({ "users": shown, "total": list.len(), "page": paging.page, "limit": paging.limit }),
+        &json!({ "users": shown, "total": total, "page": paging.page, "limit": paging.limit }),
     ))
 }
 

@@ -13,7 +13,7 @@ use crate::auth::scope::Scope;
 use crate::money::format_dollars;
 use crate::state::AppState;
 use crate::store::keys::list_keys_of_org;
-use crate::store::usage::{Dimension, MeteredKey, UsageTotals, metered_between};
+use crate::store::usage::{Dimension, MeteredKey, UsageTotals, metered_dims_between};
 use crate::time::civil::{civil_from_days, days_from_civil};
 use crate::usage::day_of;
 use crate::web::body::{Body, json_body};
@@ -82,17 +82,25 @@ pub async fn rows_of(
     state: &AppState,
     org: Uuid,
     period: Period,
+    dims: &'static [Dimension],
+    name_prefix: Option<String>,
 ) -> Result<BTreeMap<MeteredKey, UsageTotals>, ApiError> {
     let (from, to) = (period.first_day(), period.last_day());
+    let prefix = name_prefix.clone();
     let stored = state
         .store
-        .read_blocking(move |txn| metered_between(txn, org, from, to))
+        .read_blocking(move |txn| metered_dims_between(txn, org, from, to, dims, prefix.as_deref()))
         .await?;
-    let mut rows: BTreeMap<MeteredKey, UsageTotals> = BTreeMap::new();
-    for (key, totals) in stored
+    let pending = state
+        .usage
+        .pending_metered(org, from, to)
         .into_iter()
-        .chain(state.usage.pending_metered(org, from, to))
-    {
+        .filter(|(k, _)| {
+            dims.contains(&k.dimension)
+                && name_prefix.as_deref().is_none_or(|p| k.name.starts_with(p))
+        });
+    let mut rows: BTreeMap<MeteredKey, UsageTotals> = BTreeMap::new();
+    for (key, totals) in stored.into_iter().chain(pending) {
         rows.entry(key).or_default().add(&totals);
     }
     Ok(rows)
@@ -101,7 +109,7 @@ pub async fn rows_of(
 /// The organization's metered cost this month (the dashboard's `usage.costThisMonth`).
 pub async fn cost_this_month(state: &AppState, org: Uuid) -> Result<i64, ApiError> {
     let period = Period::of_day(day_of(state.now()));
-    let rows = rows_of(state, org, period).await?;
+    let rows = rows_of(state, org, period, &[Dimension::Total], None).await?;
     Ok(rows
         .iter()
         .filter(|(k, _)| k.dimension == Dimension::Total)
@@ -133,7 +141,13 @@ pub async fn usage(
         Scope::App { app, .. } => Some(app),
         Scope::Organization(_) => None,
     };
-    let rows = rows_of(state, org, period).await?;
+    const SHOWN: [Dimension; 4] = [
+        Dimension::Total,
+        Dimension::Model,
+        Dimension::Key,
+        Dimension::App,
+    ];
+    let rows = rows_of(state, org, period, &SHOWN, None).await?;
     let (keys, apps) = state
         .store
         .read_blocking(move |txn| {

@@ -157,15 +157,7 @@ pub fn delete_app(txn: &WriteTransaction, id: Uuid) -> Result<Option<AppRecord>,
         txn.open_table(APPS_BY_ORG)?
             .remove((old.organization_id.as_u128(), id.as_u128()))?;
         // Its end users go with it (its ledger rows and usage history stay).
-        let mut users = txn.open_table(super::tables::APP_USERS)?;
-        let app = id.as_u128();
-        let names: Vec<String> = users
-            .range((app, "")..(app.saturating_add(1), ""))?
-            .map(|row| row.map(|(k, _)| k.value().1.to_string()))
-            .collect::<Result<_, _>>()?;
-        for name in names {
-            users.remove((app, name.as_str()))?;
-        }
+        super::usage::delete_app_users(txn, id)?;
     }
     Ok(old)
 }

@@ -164,6 +164,7 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
     let from_ledger = check_ledger(txn, &org_ids, &mut report)?;
     check_earnings(txn, &from_ledger, &mut report.problems)?;
     report.problems.extend(super::webhooks::check(txn)?);
+    report.problems.extend(super::usage::check_app_users(txn)?);
     Ok(report)
 }
 

@@ -120,13 +120,60 @@ fn add_earnings_v9(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Version 10: webhook settings, the delivery outbox and its indexes, thresholds sent.
+/// Version 10: webhook settings, the delivery outbox and its indexes, thresholds sent; apps' end
+/// users indexed by last seen and counted, and who used an app in each month (built from the
+/// end users and from the end-user rows of `usage_metered_v1`, which are removed).
 fn add_webhooks_v10(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(WEBHOOKS)?;
     txn.open_table(DELIVERIES)?;
     txn.open_table(DELIVERIES_BY_APP)?;
     txn.open_table(DELIVERIES_DUE)?;
     txn.open_table(THRESHOLDS_FIRED)?;
+    txn.open_table(APP_USERS_SEEN)?;
+    txn.open_table(APP_USER_COUNTS)?;
+    txn.open_table(APP_MONTH_USERS)?;
+    txn.open_table(APP_MONTH_USER_COUNTS)?;
+    let users: Vec<((u128, String), super::usage::AppUserTotals)> = {
+        let table = txn.open_table(APP_USERS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (app, user) = k.value();
+            out.push(((app, user.to_string()), super::codec::decode(v.value())?));
+        }
+        out
+    };
+    {
+        let mut seen = txn.open_table(APP_USERS_SEEN)?;
+        let mut counts = txn.open_table(APP_USER_COUNTS)?;
+        for ((app, user), totals) in &users {
+            seen.insert((*app, totals.last_seen, user.as_str()), ())?;
+            let n = counts.get(*app)?.map_or(0, |g| g.value());
+            counts.insert(*app, n.saturating_add(1))?;
+        }
+    }
+    const END_USER: u8 = super::usage::Dimension::EndUser as u8;
+    let end_user_rows: Vec<(u128, i64, String)> = {
+        let table = txn.open_table(USAGE_METERED)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let (org, day, code, name) = k.value();
+            if code == END_USER {
+                out.push((org, day, name.to_string()));
+            }
+        }
+        out
+    };
+    for (org, day, name) in &end_user_rows {
+        if let Some((app, user)) = name.split_once('/')
+            && let Ok(app) = app.parse::<uuid::Uuid>()
+        {
+            super::usage::add_month_user(txn, app, super::usage::month_of_day(*day), user)?;
+        }
+        txn.open_table(USAGE_METERED)?
+            .remove((*org, *day, END_USER, name.as_str()))?;
+    }
     Ok(())
 }
 
@@ -327,5 +374,67 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    #[test]
+    fn version_10_indexes_end_users_and_moves_their_monthly_rows() {
+        use crate::store::usage::{
+            AppUserTotals, Dimension, UsageTotals, app_users_newest, month_user_count,
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(crate::store::DATABASE_FILE);
+        let (org, app) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        // 2026-01-05 and 2026-02-03, as days since the epoch.
+        let (jan, feb) = (20_458_i64, 20_487_i64);
+        {
+            let db = Database::create(&path).unwrap();
+            migrate_to(&db, 9).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut users = txn.open_table(APP_USERS).unwrap();
+                for (name, seen) in [("alice", 5), ("bob", 9)] {
+                    let t = AppUserTotals {
+                        first_seen: 1,
+                        last_seen: seen,
+                        requests: 1,
+                        cost_micros: 1,
+                    };
+                    let bytes = crate::store::codec::encode(&t).unwrap();
+                    users
+                        .insert((app.as_u128(), name), bytes.as_slice())
+                        .unwrap();
+                }
+                let mut metered = txn.open_table(USAGE_METERED).unwrap();
+                let bytes = crate::store::codec::encode(&UsageTotals::default()).unwrap();
+                let code = Dimension::EndUser as u8;
+                for (day, user) in [
+                    (jan, "alice"),
+                    (jan + 1, "alice"),
+                    (jan, "bob"),
+                    (feb, "bob"),
+                ] {
+                    let name = format!("{app}/{user}");
+                    metered
+                        .insert((org.as_u128(), day, code, name.as_str()), bytes.as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let (newest, total) = store.read(|t| app_users_newest(t, app, 10)).unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(newest[0].0, "bob", "most recently seen first");
+        assert_eq!(store.read(|t| month_user_count(t, app, 202601)).unwrap(), 2);
+        assert_eq!(store.read(|t| month_user_count(t, app, 202602)).unwrap(), 1);
+        let left = store
+            .read(|t| {
+                let table = t.open_table(USAGE_METERED)?;
+                Ok::<_, StoreError>(table.iter()?.count())
+            })
+            .unwrap();
+        assert_eq!(left, 0, "the end-user rows moved out of the aggregates");
+        let report = store.read(crate::store::check::check_store).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 }

@@ -143,3 +143,20 @@ pub const DELIVERIES_DUE: TableDefinition<(i64, u128), ()> =
 /// per threshold per month. Schema 10.
 pub const THRESHOLDS_FIRED: TableDefinition<(u128, u32, u64), ()> =
     TableDefinition::new("webhook_thresholds_fired_v1");
+
+/// (app id, last seen in ms, end user id) → nothing: an app's end users, most recently seen
+/// last, so `/users` pages without loading them all. Kept with `app_users_v1`. Schema 10.
+pub const APP_USERS_SEEN: TableDefinition<(u128, i64, &str), ()> =
+    TableDefinition::new("app_users_seen_v1");
+
+/// App id → how many end users it has. Schema 10.
+pub const APP_USER_COUNTS: TableDefinition<u128, u64> = TableDefinition::new("app_user_counts_v1");
+
+/// (app id, month as YYYYMM, end user id) → nothing: who used an app in a month (its analytics'
+/// `uniqueUsers`). Schema 10 (it replaces the end-user rows of `usage_metered_v1`).
+pub const APP_MONTH_USERS: TableDefinition<(u128, u32, &str), ()> =
+    TableDefinition::new("app_month_users_v1");
+
+/// (app id, month as YYYYMM) → how many end users used the app that month. Schema 10.
+pub const APP_MONTH_USER_COUNTS: TableDefinition<(u128, u32), u64> =
+    TableDefinition::new("app_month_user_counts_v1");

@@ -587,3 +587,86 @@ async fn an_apps_calls_show_in_its_analytics_and_end_users() {
         .await
         .assert_error(403, "FORBIDDEN");
 }
+
+#[tokio::test]
+async fn end_users_page_newest_first_across_stored_and_pending_usage() {
+    let server = TestServer::start().await;
+    let owner = server.operator_key.clone();
+    let (id, app_key, _) = app(&server, "Paged").await;
+    grant(&server, organization_of(&server, &owner).await, 1_000_000);
+    let call = |user: String| {
+        let key = app_key.clone();
+        let server = &server;
+        async move {
+            server.clock.advance_millis(1000);
+            server
+                .request(
+                    Method::POST,
+                    "/api/v1/embeddings",
+                    &[("x-api-key", &key), ("x-app-user-id", &user)],
+                    json!({"model": "text-embedding-3-small", "input": "x"}).to_string(),
+                )
+                .await
+                .assert_status(StatusCode::OK);
+        }
+    };
+    for n in 0..3 {
+        call(format!("u{n}")).await;
+    }
+    let state = server.running().state();
+    state.usage.flush(&state.store).unwrap();
+    // Pending: three new users and a stored one seen again (it must not show twice).
+    for n in 3..6 {
+        call(format!("u{n}")).await;
+    }
+    call("u0".into()).await;
+    let mut seen = Vec::new();
+    for page in 1..=4 {
+        let r = server
+            .get(
+                &format!("/api/v1/apps/{id}/users?limit=2&page={page}"),
+                &[("x-api-key", &owner)],
+            )
+            .await
+            .json();
+        assert_eq!(r["total"], 6, "{r}");
+        for u in r["users"].as_array().unwrap() {
+            seen.push((
+                u["id"].as_str().unwrap().to_string(),
+                u["requestCount"].as_u64().unwrap(),
+            ));
+        }
+    }
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["u0", "u5", "u4", "u3", "u2", "u1"]);
+    assert_eq!(seen[0].1, 2);
+    // After the flush, the same pages.
+    state.usage.flush(&state.store).unwrap();
+    let r = server
+        .get(
+            &format!("/api/v1/apps/{id}/users?limit=3&page=2"),
+            &[("x-api-key", &owner)],
+        )
+        .await
+        .json();
+    let names: Vec<&str> = r["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["u3", "u2", "u1"]);
+    let a = server
+        .get(
+            &format!("/api/v1/apps/{id}/analytics"),
+            &[("x-api-key", &owner)],
+        )
+        .await
+        .json();
+    assert_eq!(a["uniqueUsers"], 6);
+    let report = state
+        .store
+        .read(eliza_cloud::store::check::check_store)
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
