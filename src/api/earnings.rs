@@ -31,6 +31,18 @@ pub fn monetization_view(app: &AppRecord) -> Value {
     })
 }
 
+/// The monetization routes' answer: SPEC §10's `{enabled, pricing}` with the app's id.
+fn answer_of(app: &AppRecord, changed: bool) -> Value {
+    let mut answer = monetization_view(app);
+    if let Some(map) = answer.as_object_mut() {
+        map.insert("appId".into(), json!(app.id));
+        if changed {
+            map.insert("success".into(), Value::Bool(true));
+        }
+    }
+    answer
+}
+
 /// `GET /api/v1/apps/{id}/monetization`: the app's settings (never with its own key).
 pub async fn get_monetization(
     state: &AppState,
@@ -42,10 +54,7 @@ pub async fn get_monetization(
         .store
         .read_blocking(move |txn| managed_app(txn, id, &requester))
         .await?;
-    Ok(json_body(
-        StatusCode::OK,
-        &json!({ "appId": app.id, "monetization": monetization_view(&app) }),
-    ))
+    Ok(json_body(StatusCode::OK, &answer_of(&app, false)))
 }
 
 /// Highest price accepted: $1000 a request, $1 a token.
@@ -122,10 +131,7 @@ pub async fn set_monetization(
             Ok::<_, ApiError>(app)
         })
         .await?;
-    Ok(json_body(
-        StatusCode::OK,
-        &json!({ "success": true, "appId": app.id, "monetization": monetization_view(&app) }),
-    ))
+    Ok(json_body(StatusCode::OK, &answer_of(&app, true)))
 }
 
 /// Commits the debits (and so the earnings) of calls that ended before this request: an
