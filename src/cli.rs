@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// per-call (ELIZA_CLOUD_DEBIT_COMMIT; default grouped)
     #[argh(option)]
     pub debit_commit: Option<String>,
+    /// the domain under which every app gets `<slug>.<domain>` (ELIZA_CLOUD_APPS_DOMAIN; default
+    /// apps.localhost)
+    #[argh(option)]
+    pub apps_domain: Option<String>,
     /// how long an app's earning stays pending before it can be withdrawn, e.g. 7d, 12h, 0
     /// (ELIZA_CLOUD_EARNINGS_HOLD; default 7d)
     #[argh(option)]

@@ -129,6 +129,8 @@ pub struct AppsConfig {
     pub dns_resolver: Option<SocketAddr>,
     /// Webhooks may go to private and loopback addresses (development, tests).
     pub allow_private_webhooks: bool,
+    /// Apps answer at `<subdomain>.<apps_domain>` (SPEC §11).
+    pub apps_domain: String,
     /// Not a flag: SPEC §10's 10 s for a receiver's answer.
     pub webhook_timeout: Duration,
     /// Not a flag: deliveries sent at once.
@@ -139,6 +141,7 @@ impl Default for AppsConfig {
     fn default() -> Self {
         AppsConfig {
             earnings_hold: DEFAULT_EARNINGS_HOLD,
+            apps_domain: crate::domains::DEFAULT_APPS_DOMAIN.into(),
             dns_resolver: None,
             allow_private_webhooks: false,
             webhook_timeout: Duration::from_secs(10),
@@ -407,6 +410,14 @@ fn resolve_apps(
     if let Some((v, from)) = pick(&args.earnings_hold, "earnings-hold") {
         apps.earnings_hold = parse_hold(&v)
             .ok_or_else(|| format!("{from}: {v:?} is not a hold like 7d, 12h, 30m or 0"))?;
+    }
+    if let Some((v, from)) = pick(&args.apps_domain, "apps-domain") {
+        let name = v.trim().trim_end_matches('.').to_ascii_lowercase();
+        // Any two-label name will do (`apps.localhost` included): the same rules as a custom
+        // domain's, checked against a domain it cannot be under.
+        crate::domains::name::check_domain(&name, "invalid.invalid")
+            .map_err(|why| format!("{from}: {v:?} {why}"))?;
+        apps.apps_domain = name;
     }
     if let Some((v, from)) = pick(&args.dns_resolver, "dns-resolver") {
         apps.dns_resolver = Some(

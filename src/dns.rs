@@ -52,6 +52,32 @@ impl Resolver {
         Ok(Resolver { inner })
     }
 
+    /// The strings of `name`'s TXT records (each record's strings joined, as verifiers read
+    /// them); none when the name has no TXT record.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, self.inner.lookup(name, RecordType::TXT))
+            .await
+            .map_err(|_| format!("looking up {name} timed out"))?;
+        let lookup = match lookup {
+            Ok(l) => l,
+            Err(e) if e.is_no_records_found() => return Ok(Vec::new()),
+            Err(e) => return Err(format!("looking up {name} failed: {e}")),
+        };
+        let mut out = Vec::new();
+        for record in lookup.answers() {
+            if let RData::TXT(txt) = &record.data {
+                let joined: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|part| part.iter().copied())
+                    .collect();
+                out.push(String::from_utf8_lossy(&joined).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// The addresses of `host` (an IP literal answers itself), or why there are none.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         let bare = host

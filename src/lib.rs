@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dns;
+pub mod domains;
 pub mod gateway;
 pub mod limits;
 pub mod logging;

@@ -43,6 +43,10 @@ pub struct AppState {
     /// Apps' webhook sender (SPEC §10); `None` only when its resolver or TLS client could not
     /// be made (logged at start), and then webhook settings answer 503.
     pub webhooks: Option<Arc<crate::webhooks::Sender>>,
+    /// Names for outbound calls: webhook targets, domain verification (SPEC §10, §11).
+    pub resolver: Option<crate::dns::Resolver>,
+    /// Host → app for app subdomains and verified domains (SPEC §11), from memory.
+    pub hosts: Arc<crate::domains::HostMap>,
 }
 
 impl AppState {
@@ -80,7 +84,12 @@ impl AppState {
                     billing,
                 }
             });
-        let webhooks = crate::dns::Resolver::new(config.apps.dns_resolver)
+        let resolver = crate::dns::Resolver::new(config.apps.dns_resolver)
+            .map_err(|e| tracing::error!(error = %e, "the DNS resolver is unusable; webhooks and domain checks answer 503"))
+            .ok();
+        let webhooks = resolver
+            .clone()
+            .ok_or_else(|| "no resolver".to_string())
             .and_then(|resolver| {
                 crate::webhooks::Sender::new(
                     store.clone(),
@@ -96,7 +105,14 @@ impl AppState {
             .map(Arc::new)
             .map_err(|e| tracing::error!(error = %e, "webhooks unavailable"))
             .ok();
+        let hosts = crate::domains::HostMap::load(&store, &config.apps.apps_domain)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the host map could not be read; app hosts are not served");
+                crate::domains::HostMap::load_empty(&config.apps.apps_domain)
+            });
         AppState {
+            hosts: Arc::new(hosts),
+            resolver,
             webhooks,
             gateway,
             config,

@@ -377,3 +377,18 @@ pub fn webhook_settings(data: &[u8]) {
         let _ = fields.finish();
     }
 }
+
+/// Custom domain names and `Host` headers: never a panic; an accepted name is accepted again as
+/// it is, keys as itself, and is never under the apps domain.
+pub fn domain_names(data: &[u8]) {
+    use eliza_cloud::domains::name::{check_domain, host_key};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(name) = check_domain(&text, "apps.localhost") {
+        assert_eq!(check_domain(&name, "apps.localhost"), Ok(name.clone()));
+        assert_eq!(host_key(&name), Some(name.clone()));
+        assert!(!name.ends_with(".apps.localhost") && (4..=253).contains(&name.len()));
+    }
+    if let Some(key) = host_key(&text) {
+        assert_eq!(host_key(&key), Some(key.clone()));
+    }
+}

@@ -310,9 +310,10 @@ pub async fn create(
         updated_at: now,
     };
     let stored_key = key.clone();
+    let hosts = state.hosts.clone();
     let (app, hook) = state
         .store
-        .write_blocking(move |txn| {
+        .write_blocking_hooked(move |txn, on_commit| {
             let mut app = app;
             if slug_taken(txn, &app.slug)? {
                 return Err(name_conflict(
@@ -334,6 +335,9 @@ pub async fn create(
             app.subdomain = label;
             insert_key(txn, &stored_key)?;
             insert_app(txn, &app)?;
+            // Served at its subdomain from the next request on (SPEC §11).
+            let (host, id) = (hosts.subdomain_host(&app.subdomain), app.id);
+            on_commit.push(move || hosts.insert(host, id));
             let hook = match webhook {
                 Some(settings) => {
                     Some(super::webhooks::store_settings(txn, app.id, settings, now)?)
@@ -571,6 +575,7 @@ pub async fn delete(
 ) -> Result<Response<Body>, ApiError> {
     let requester = principal.clone();
     let cache = state.key_cache.clone();
+    let hosts = state.hosts.clone();
     state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
@@ -578,6 +583,14 @@ pub async fn delete(
             if let Some(key) = delete_key(txn, app.key_id)? {
                 on_commit.push(move || cache.invalidate(&key.key_hash));
             }
+            // Its subdomain and domains are neither allowed nor served from the next request.
+            let mut gone = crate::store::domains::remove_all_of_app(txn, id)?;
+            gone.push(hosts.subdomain_host(&app.subdomain));
+            on_commit.push(move || {
+                for host in gone {
+                    hosts.remove(&host);
+                }
+            });
             delete_app(txn, id)?;
             // Its webhook and every delivery of it go too (pending ones are never sent).
             crate::store::webhooks::delete_of_app(txn, id)?;

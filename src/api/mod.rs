@@ -1,9 +1,11 @@
 //! Handlers, one module per resource, plus the JSON views of stored records. Handlers never open
 //! a table themselves: they call the store's aggregate functions.
 
+pub mod app_page;
 pub mod apps;
 pub mod auth;
 pub mod dashboard;
+pub mod domains;
 pub mod earnings;
 pub mod gateway;
 pub mod input;

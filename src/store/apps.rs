@@ -162,6 +162,16 @@ pub fn delete_app(txn: &WriteTransaction, id: Uuid) -> Result<Option<AppRecord>,
     Ok(old)
 }
 
+/// Every subdomain label and its app (the host map at start).
+pub fn all_subdomains(txn: &impl ReadTx) -> Result<Vec<(String, Uuid)>, StoreError> {
+    let mut out = Vec::new();
+    for row in txn.read_table(APP_SUBDOMAINS)?.iter()? {
+        let (label, app) = row?;
+        out.push((label.value().to_string(), Uuid::from_u128(app.value())));
+    }
+    Ok(out)
+}
+
 pub fn get_app(txn: &impl ReadTx, id: Uuid) -> Result<Option<AppRecord>, StoreError> {
     get_record(&txn.read_table(APPS)?, id.as_u128())
 }

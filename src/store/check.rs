@@ -165,6 +165,7 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
     check_earnings(txn, &from_ledger, &mut report.problems)?;
     report.problems.extend(super::webhooks::check(txn)?);
     report.problems.extend(super::usage::check_app_users(txn)?);
+    report.problems.extend(super::domains::check(txn)?);
     Ok(report)
 }
 

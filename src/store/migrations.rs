@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 10;
+pub const SCHEMA_VERSION: u64 = 11;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -26,6 +26,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_apps_v8,
     add_earnings_v9,
     add_webhooks_v10,
+    add_domains_v11,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -174,6 +175,14 @@ fn add_webhooks_v10(txn: &WriteTransaction) -> Result<(), StoreError> {
         txn.open_table(USAGE_METERED)?
             .remove((*org, *day, END_USER, name.as_str()))?;
     }
+    Ok(())
+}
+
+/// Version 11: apps' custom domains, claimed and verified.
+fn add_domains_v11(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DOMAIN_CLAIMS)?;
+    txn.open_table(DOMAINS)?;
+    txn.open_table(APP_DOMAINS)?;
     Ok(())
 }
 

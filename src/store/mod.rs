@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod apps;
 pub mod check;
 pub mod codec;
+pub mod domains;
 pub mod earnings;
 pub mod keys;
 pub mod ledger;

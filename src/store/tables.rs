@@ -160,3 +160,15 @@ pub const APP_MONTH_USERS: TableDefinition<(u128, u32, &str), ()> =
 /// (app id, month as YYYYMM) → how many end users used the app that month. Schema 10.
 pub const APP_MONTH_USER_COUNTS: TableDefinition<(u128, u32), u64> =
     TableDefinition::new("app_month_user_counts_v1");
+
+/// (domain, app id) → `DomainClaim`: an app's unverified claim on a custom domain, with its TXT
+/// token (SPEC §11). Several organizations may claim one name; the first to verify owns it.
+/// Schema 11.
+pub const DOMAIN_CLAIMS: TableDefinition<(&str, u128), &[u8]> =
+    TableDefinition::new("domain_claims_v1");
+
+/// Domain → `DomainRecord`: a verified custom domain and the app it serves. Schema 11.
+pub const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains_v1");
+
+/// (app id, domain) → nothing: an app's domains, claimed or verified. Schema 11.
+pub const APP_DOMAINS: TableDefinition<(u128, &str), ()> = TableDefinition::new("app_domains_v1");

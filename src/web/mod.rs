@@ -120,8 +120,11 @@ where
     // A clone of the URI shares its bytes: no copy of the path on the hot path.
     let uri = req.uri().clone();
     let path = uri.path();
-    let route = parse_route(&method, path);
-    let is_api = path.starts_with("/api/");
+    let route = match app_host(state, &req) {
+        Some(app) => Route::AppPage(app),
+        None => parse_route(&method, path),
+    };
+    let is_api = path.starts_with("/api/") && !matches!(route, Route::AppPage(_));
     // Browsers send `Origin` with every cross-origin request; only those need the CORS headers.
     let cors = is_api && req.headers().contains_key(header::ORIGIN);
     let mut response = catch_panics(
@@ -148,6 +151,24 @@ where
             .is_none();
     finish_headers(response.headers_mut(), request_id, is_api, cors);
     response
+}
+
+/// The app whose subdomain or verified domain the request's host is (SPEC §11); the public
+/// URL's host, `localhost`, IP literals and every other host get the API. From memory.
+fn app_host<B>(state: &AppState, req: &Request<B>) -> Option<uuid::Uuid> {
+    if state.hosts.is_empty() {
+        return None;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    if host.eq_ignore_ascii_case(&state.config.public_url.host) {
+        return None;
+    }
+    let key = crate::domains::name::host_key(host)?;
+    state.hosts.app_of(&key)
 }
 
 /// Awaits a handler; a panic becomes a logged 500 in the envelope.
@@ -606,6 +627,21 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::SetAppMonetization(id) => {
             api::earnings::set_monetization(state, call.principal()?, id, &call.body).await
         }
+        Route::AppDomains(id) => api::domains::list(state, call.principal()?, id).await,
+        Route::AddAppDomain(id) => {
+            api::domains::add(state, call.principal()?, id, &call.body).await
+        }
+        Route::DeleteAppDomain(id) => {
+            api::domains::delete(state, call.principal()?, id, &call.body).await
+        }
+        Route::VerifyAppDomain(id) => {
+            api::domains::verify(state, call.principal()?, id, &call.body).await
+        }
+        Route::AppDomainStatus(id) => {
+            api::domains::status(state, call.principal()?, id, &call.body).await
+        }
+        Route::DomainsAllowed => api::domains::allowed(state, call.query()),
+        Route::AppPage(app) => api::app_page::page(state, &call.parts, app).await,
         Route::AppWebhook(id) => api::webhooks::get_settings(state, call.principal()?, id).await,
         Route::SetAppWebhook(id) => {
             api::webhooks::set_settings(state, call.principal()?, id, &call.body).await

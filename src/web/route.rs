@@ -183,6 +183,15 @@ pub enum Route {
     AppEarnings(Uuid),
     WithdrawAppEarnings(Uuid),
     AppWebhook(Uuid),
+    AppDomains(Uuid),
+    AddAppDomain(Uuid),
+    DeleteAppDomain(Uuid),
+    VerifyAppDomain(Uuid),
+    AppDomainStatus(Uuid),
+    /// `GET /api/v1/domains/allowed?domain=`: public, from memory, no rate-limit token.
+    DomainsAllowed,
+    /// Any request whose `Host` is an app's subdomain or verified domain (SPEC §11).
+    AppPage(Uuid),
     SetAppWebhook(Uuid),
     RotateWebhookSecret(Uuid),
     TestWebhook(Uuid),
@@ -205,6 +214,7 @@ const MAX_SEGMENTS: usize = 8;
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const GET_ALLOW: &str = "GET, HEAD";
 const GET_POST_ALLOW: &str = "GET, HEAD, POST";
+const GET_POST_DELETE_ALLOW: &str = "GET, HEAD, POST, DELETE";
 const PATCH_DELETE_ALLOW: &str = "PATCH, DELETE";
 const GET_PATCH_DELETE_ALLOW: &str = "GET, HEAD, PATCH, DELETE";
 const POST: &[Method] = &[Method::POST];
@@ -252,6 +262,13 @@ impl Route {
             Route::AppEarnings(_) => "apps_earnings",
             Route::WithdrawAppEarnings(_) => "apps_earnings_withdraw",
             Route::AppWebhook(_) => "apps_webhook_get",
+            Route::AppDomains(_) => "apps_domains_list",
+            Route::AddAppDomain(_) => "apps_domains_add",
+            Route::DeleteAppDomain(_) => "apps_domains_delete",
+            Route::VerifyAppDomain(_) => "apps_domains_verify",
+            Route::AppDomainStatus(_) => "apps_domains_status",
+            Route::DomainsAllowed => "domains_allowed",
+            Route::AppPage(_) => "app_page",
             Route::SetAppWebhook(_) => "apps_webhook_set",
             Route::RotateWebhookSecret(_) => "apps_webhook_rotate_secret",
             Route::TestWebhook(_) => "apps_webhook_test",
@@ -270,6 +287,7 @@ impl Route {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => Needs::public(),
             Route::CorsPreflight | Route::MethodNotAllowed { .. } => Needs::public(),
+            Route::DomainsAllowed | Route::AppPage(_) => Needs::public(),
             // Logout acts on the cookie it is sent with (and checks its origin) or on nothing;
             // it may write, so it draws on the client address's bucket (SPEC §8).
             Route::Logout => Needs {
@@ -304,6 +322,10 @@ impl Route {
                 OrganizationOrApp,
             ),
             Route::UpdateApp(_)
+            | Route::AddAppDomain(_)
+            | Route::DeleteAppDomain(_)
+            | Route::VerifyAppDomain(_)
+            | Route::AppDomainStatus(_)
             | Route::SetAppWebhook(_)
             | Route::SetAppMonetization(_)
             | Route::WithdrawAppEarnings(_) => Needs::credential(
@@ -316,6 +338,7 @@ impl Route {
             | Route::AppUsers(_)
             | Route::AppEarnings(_)
             | Route::AppWebhook(_)
+            | Route::AppDomains(_)
             | Route::WebhookDeliveries(_)
             | Route::AppMonetization(_) => Needs::credential(
                 Requirement::PermissionOrAppKey(Resource::APPS),
@@ -468,6 +491,24 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
                 (Some(_), _) => Route::MethodNotAllowed {
                     allow: GET_POST_ALLOW,
                 },
+            },
+            ["domains", "allowed"] => only(method, GET, GET_ALLOW, Route::DomainsAllowed),
+            ["apps", app, "domains"] => match (id(app), method.clone()) {
+                (None, _) => Route::NotFound,
+                (Some(app), Method::GET | Method::HEAD) => Route::AppDomains(app),
+                (Some(app), Method::POST) => Route::AddAppDomain(app),
+                (Some(app), Method::DELETE) => Route::DeleteAppDomain(app),
+                (Some(_), _) => Route::MethodNotAllowed {
+                    allow: GET_POST_DELETE_ALLOW,
+                },
+            },
+            ["apps", app, "domains", "verify"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::VerifyAppDomain(app)),
+                None => Route::NotFound,
+            },
+            ["apps", app, "domains", "status"] => match id(app) {
+                Some(app) => only(method, POST, POST_ALLOW, Route::AppDomainStatus(app)),
+                None => Route::NotFound,
             },
             ["apps", app, "webhook"] => match (id(app), method.clone()) {
                 (None, _) => Route::NotFound,

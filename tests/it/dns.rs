@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, SOA};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType, RrKey};
 use hickory_server::Server;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
@@ -67,5 +67,27 @@ impl Dns {
                 .upsert(Record::from_rdata(name, 0, data), serial)
                 .await
         );
+    }
+
+    /// Sets `name`'s TXT record to one string (replacing what it had).
+    pub async fn set_txt(&self, name: &str, value: &str) {
+        self.remove(name, RecordType::TXT).await;
+        let name = Name::from_str(name).unwrap();
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let data = RData::TXT(TXT::new(vec![value.to_string()]));
+        assert!(
+            self.zone
+                .upsert(Record::from_rdata(name, 0, data), serial)
+                .await
+        );
+    }
+
+    /// Removes `name`'s records of one type.
+    pub async fn remove(&self, name: &str, kind: RecordType) {
+        let name = Name::from_str(name).unwrap();
+        let mut records = self.zone.records_mut().await;
+        records.remove(&RrKey::new(name.into(), kind));
     }
 }

@@ -120,3 +120,8 @@ fn app_settings_seeds() {
 fn webhook_settings_seeds() {
     replay("webhook_settings", bodies::webhook_settings);
 }
+
+#[test]
+fn domain_names_seeds() {
+    replay("domain_names", bodies::domain_names);
+}

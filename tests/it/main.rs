@@ -12,6 +12,7 @@ mod account;
 mod apps;
 mod bootstrap;
 mod dns;
+mod domains;
 mod fuzz_seeds;
 mod gateway;
 mod http_core;
