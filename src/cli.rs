@@ -17,6 +17,7 @@ pub enum Command {
     Keys(KeysArgs),
     Orgs(OrgsArgs),
     Payments(PaymentsArgs),
+    Ca(CaArgs),
     Check(CheckArgs),
     Backup(BackupArgs),
     Version(VersionArgs),
@@ -137,6 +138,17 @@ pub struct ServeArgs {
     /// per-call (ELIZA_CLOUD_DEBIT_COMMIT; default grouped)
     #[argh(option)]
     pub debit_commit: Option<String>,
+    /// address of the HTTPS listener (HTTP/1.1 and HTTP/2), certificates chosen by SNI
+    /// (ELIZA_CLOUD_TLS_LISTEN; default none)
+    #[argh(option)]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for the public URL's host (ELIZA_CLOUD_TLS_CERT; default: one from
+    /// the local CA)
+    #[argh(option)]
+    pub tls_cert: Option<String>,
+    /// PEM private key for --tls-cert (ELIZA_CLOUD_TLS_KEY)
+    #[argh(option)]
+    pub tls_key: Option<String>,
     /// the domain under which every app gets `<slug>.<domain>` (ELIZA_CLOUD_APPS_DOMAIN; default
     /// apps.localhost)
     #[argh(option)]
@@ -333,6 +345,29 @@ pub struct BackupArgs {
     /// destination file (must not exist)
     #[argh(option)]
     pub out: String,
+    /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
+    #[argh(option)]
+    pub data: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ca")]
+/// the appliance's local certificate authority (SPEC §11)
+pub struct CaArgs {
+    #[argh(subcommand)]
+    pub command: CaCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum CaCommand {
+    Export(CaExportArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "export")]
+/// print the local CA's certificate (PEM) for clients to trust; made by the first `serve`
+pub struct CaExportArgs {
     /// data directory (ELIZA_CLOUD_DATA; default ./eliza-cloud-data)
     #[argh(option)]
     pub data: Option<String>,

@@ -131,6 +131,10 @@ pub struct AppsConfig {
     pub allow_private_webhooks: bool,
     /// Apps answer at `<subdomain>.<apps_domain>` (SPEC §11).
     pub apps_domain: String,
+    /// The HTTPS listener (SPEC §11).
+    pub tls_listen: Option<SocketAddr>,
+    /// The public host's own certificate (chain PEM, key PEM), instead of the local CA's.
+    pub tls_cert: Option<(String, crate::domains::certs::KeyPem)>,
     /// Not a flag: SPEC §10's 10 s for a receiver's answer.
     pub webhook_timeout: Duration,
     /// Not a flag: deliveries sent at once.
@@ -142,6 +146,8 @@ impl Default for AppsConfig {
         AppsConfig {
             earnings_hold: DEFAULT_EARNINGS_HOLD,
             apps_domain: crate::domains::DEFAULT_APPS_DOMAIN.into(),
+            tls_listen: None,
+            tls_cert: None,
             dns_resolver: None,
             allow_private_webhooks: false,
             webhook_timeout: Duration::from_secs(10),
@@ -418,6 +424,36 @@ fn resolve_apps(
         crate::domains::name::check_domain(&name, "invalid.invalid")
             .map_err(|why| format!("{from}: {v:?} {why}"))?;
         apps.apps_domain = name;
+    }
+    if let Some((v, from)) = pick(&args.tls_listen, "tls-listen") {
+        apps.tls_listen = Some(
+            v.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{from}: {v:?} is not an IP:PORT like 0.0.0.0:3443"))?,
+        );
+    }
+    match (
+        pick(&args.tls_cert, "tls-cert"),
+        pick(&args.tls_key, "tls-key"),
+    ) {
+        (Some((cert, cf)), Some((key, kf))) => {
+            let chain = std::fs::read_to_string(&cert)
+                .map_err(|e| format!("{cf}: cannot read {cert:?}: {e}"))?;
+            let key_pem = std::fs::read_to_string(&key)
+                .map_err(|e| format!("{kf}: cannot read {key:?}: {e}"))?;
+            let record = crate::domains::certs::CertRecord {
+                chain_pem: chain.clone(),
+                key_pem: key_pem.clone(),
+                not_before: 0,
+                not_after: i64::MAX,
+                issuer: "operator".into(),
+            };
+            crate::domains::certs::certified_key(&record)
+                .map_err(|e| format!("{cf}, {kf}: {e}"))?;
+            apps.tls_cert = Some((chain, crate::domains::certs::KeyPem(key_pem)));
+        }
+        (None, None) => {}
+        _ => return Err("--tls-cert and --tls-key go together".into()),
     }
     if let Some((v, from)) = pick(&args.dns_resolver, "dns-resolver") {
         apps.dns_resolver = Some(

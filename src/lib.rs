@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(args) => offline::keys(args, &env_var, &mut stdout),
         Command::Orgs(args) => offline::orgs(args, &env_var, &mut stdout),
         Command::Payments(args) => offline::payments(args, &env_var, &mut stdout),
+        Command::Ca(args) => offline::ca(args, &env_var, &mut stdout),
         Command::Check(args) => offline::check(args, &env_var, &mut stdout),
         Command::Backup(args) => offline::backup(args, &env_var, &mut stdout),
         Command::Version(_) => offline::version(&mut stdout),

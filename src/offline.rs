@@ -347,6 +347,22 @@ fn orgs_grant(args: OrgsGrantArgs, env: Env, out: &mut dyn Write) -> Result<(), 
     Ok(())
 }
 
+/// `eliza-cloud ca export`: the local CA's certificate, read-only.
+pub fn ca(args: crate::cli::CaArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
+    match args.command {
+        crate::cli::CaCommand::Export(a) => {
+            let store = open_read_only(&a.data, env)?;
+            let pem = store.read(crate::domains::certs::ca_pem)?.ok_or_else(|| {
+                CommandError::Failed(
+                    "no local CA yet: it is made by the first `eliza-cloud serve`".into(),
+                )
+            })?;
+            write!(out, "{pem}")?;
+            Ok(())
+        }
+    }
+}
+
 pub fn payments(args: PaymentsArgs, env: Env, out: &mut dyn Write) -> Result<(), CommandError> {
     match args.command {
         PaymentsCommand::Pending(a) => {

@@ -60,6 +60,9 @@ pub struct RunningServer {
     flusher: tokio::task::JoinHandle<()>,
     /// The webhook sender's loop (SPEC §10), stopped with the accept loop.
     sender: Option<tokio::task::JoinHandle<()>>,
+    /// The TLS listener's address and accept loop (`--tls-listen`).
+    tls_addr: Option<SocketAddr>,
+    tls_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How often batched usage counters reach the store (SPEC §1: at least every second).
@@ -193,12 +196,74 @@ pub async fn start(
         .local_addr()
         .map_err(|e| StartError::Bind(e.to_string()))?;
     store.write_server_marker(&local_addr.to_string())?;
+    let tls_listener = match config.apps.tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Bind(format!("cannot listen for TLS on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState::new(config, store, clock));
+    // Certificates (SPEC §11): issued when missing or due, loaded into the SNI map.
+    {
+        let preparing = state.clone();
+        let certs = blocking(move || {
+            let state = preparing;
+            let apps_domain = state.hosts.apps_domain().to_string();
+            let public = crate::domains::name::host_key(&state.config.public_url.host);
+            let own = state.config.apps.tls_cert.clone();
+            let now = state.clock.now().millis();
+            state.store.write(|txn| {
+                crate::domains::certs::prepare(
+                    txn,
+                    &apps_domain,
+                    public.as_deref(),
+                    own.as_ref(),
+                    now,
+                )
+            })
+        })
+        .await?;
+        for (name, cert) in certs {
+            state.certs.insert(name, &cert);
+        }
+    }
     state
         .metrics
         .set_settlements_unknown(u64::try_from(unknown.len()).unwrap_or(u64::MAX));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        state.clone(),
+        shutdown_rx.clone(),
+        None,
+    ));
+    let mut tls_addr = None;
+    let tls_task = match tls_listener {
+        Some(listener) => {
+            tls_addr = listener.local_addr().ok();
+            let mut tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StartError::Bind(format!("TLS setup failed: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(state.certs.clone());
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            if let Some(addr) = tls_addr {
+                tracing::info!(address = %addr, "listening for TLS");
+            }
+            Some(tokio::spawn(accept_loop(
+                listener,
+                state.clone(),
+                shutdown_rx.clone(),
+                Some(acceptor),
+            )))
+        }
+        None => None,
+    };
     let (stop_flusher, stop_rx) = tokio::sync::oneshot::channel();
     let flusher = tokio::spawn(usage_flusher(state.clone(), stop_rx));
     let sender = state
@@ -215,12 +280,19 @@ pub async fn start(
         stop_flusher,
         flusher,
         sender,
+        tls_addr,
+        tls_task,
     })
 }
 
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's address, with `--tls-listen`.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -238,6 +310,11 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "accept loop ended abnormally");
+        }
+        if let Some(task) = self.tls_task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "TLS accept loop ended abnormally");
         }
         // Settlements and credits a response promised finish even when their client is gone.
         let running = self.state.tasks.running();
@@ -382,6 +459,7 @@ async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let semaphore = Arc::new(Semaphore::new(state.config.max_connections));
     let per_address = Arc::new(AddressCounts::default());
@@ -439,6 +517,7 @@ async fn accept_loop(
         let builder = builder.clone();
         let state = state.clone();
         let mut conn_shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
             let _slot = slot;
@@ -449,39 +528,27 @@ async fn accept_loop(
                 _ = conn_shutdown.changed() => return,
                 ready = first_byte(&stream, state.config.header_timeout) => if !ready { return },
             }
-            let activity = Activity::new();
-            let service_activity = activity.clone();
-            let idle_timeout = state.config.idle_timeout;
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                let request = service_activity.start();
-                async move {
-                    let response = serve_request(&state, req, peer).await;
-                    Ok::<_, Infallible>(response.map(|body| Tracked {
-                        body,
-                        _activity: request,
-                    }))
-                }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    ended = conn.as_mut() => {
-                        if let Err(e) = ended {
-                            tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_io(TokioIo::new(stream), &builder, state, peer, conn_shutdown).await,
+                Some(acceptor) => {
+                    // The handshake gets the header deadline too; a refused one (an unknown
+                    // name: no certificate) just ends the connection.
+                    let handshake =
+                        tokio::time::timeout(state.config.header_timeout, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            serve_io(
+                                TokioIo::new(tls_stream),
+                                &builder,
+                                state,
+                                peer,
+                                conn_shutdown,
+                            )
+                            .await
                         }
-                        break;
-                    }
-                    _ = conn_shutdown.changed(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = activity.idle_for(idle_timeout), if !closing => {
-                        tracing::debug!("idle connection closed");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -501,6 +568,54 @@ async fn accept_loop(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection (plain or TLS) until it ends, drains on shutdown, or idles out.
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    builder: &auto::Builder<TokioExecutor>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    mut conn_shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let service_activity = activity.clone();
+    let idle_timeout = state.config.idle_timeout;
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        let request = service_activity.start();
+        async move {
+            let response = serve_request(&state, req, peer).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _activity: request,
+            }))
+        }
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        break;
+            }
+            _ = conn_shutdown.changed(), if !closing => {
+        conn.as_mut().graceful_shutdown();
+        closing = true;
+            }
+            _ = activity.idle_for(idle_timeout), if !closing => {
+        tracing::debug!("idle connection closed");
+        conn.as_mut().graceful_shutdown();
+        closing = true;
+            }
+        }
+    }
 }
 
 /// Waits until the client has sent something, at most `deadline`.

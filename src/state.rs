@@ -43,6 +43,8 @@ pub struct AppState {
     /// Apps' webhook sender (SPEC §10); `None` only when its resolver or TLS client could not
     /// be made (logged at start), and then webhook settings answer 503.
     pub webhooks: Option<Arc<crate::webhooks::Sender>>,
+    /// Certificates by name, for the TLS listener's SNI (SPEC §11).
+    pub certs: Arc<crate::domains::certs::CertMap>,
     /// Names for outbound calls: webhook targets, domain verification (SPEC §10, §11).
     pub resolver: Option<crate::dns::Resolver>,
     /// Host → app for app subdomains and verified domains (SPEC §11), from memory.
@@ -112,6 +114,7 @@ impl AppState {
             });
         AppState {
             hosts: Arc::new(hosts),
+            certs: Arc::default(),
             resolver,
             webhooks,
             gateway,

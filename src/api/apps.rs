@@ -576,6 +576,7 @@ pub async fn delete(
     let requester = principal.clone();
     let cache = state.key_cache.clone();
     let hosts = state.hosts.clone();
+    let certs_map = state.certs.clone();
     state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
@@ -585,10 +586,18 @@ pub async fn delete(
             }
             // Its subdomain and domains are neither allowed nor served from the next request.
             let mut gone = crate::store::domains::remove_all_of_app(txn, id)?;
+            for name in &gone {
+                crate::domains::certs::remove_cert(txn, name)?;
+            }
+            let certs = certs_map.clone();
+            let served = gone.clone();
             gone.push(hosts.subdomain_host(&app.subdomain));
             on_commit.push(move || {
                 for host in gone {
                     hosts.remove(&host);
+                }
+                for name in served {
+                    certs.remove(&name);
                 }
             });
             delete_app(txn, id)?;

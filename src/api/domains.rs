@@ -135,6 +135,7 @@ pub async fn delete(
     let domain = domain_of(state, body)?;
     let requester = principal.clone();
     let hosts = state.hosts.clone();
+    let certs = state.certs.clone();
     state
         .store
         .write_blocking_hooked(move |txn, on_commit| {
@@ -143,7 +144,11 @@ pub async fn delete(
                 None => Err(ApiError::NotFound),
                 Some(was_verified) => {
                     if was_verified {
-                        on_commit.push(move || hosts.remove(&domain));
+                        crate::domains::certs::remove_cert(txn, &domain)?;
+                        on_commit.push(move || {
+                            hosts.remove(&domain);
+                            certs.remove(&domain);
+                        });
                     }
                     Ok(())
                 }
@@ -212,6 +217,7 @@ pub async fn verify(
     }
     let requester = principal.clone();
     let hosts = state.hosts.clone();
+    let certs = state.certs.clone();
     let now = state.now().millis();
     let name = domain.clone();
     state
@@ -233,7 +239,12 @@ pub async fn verify(
                 return Err(ApiError::NotFound);
             }
             mark_verified(txn, id, &name, now)?;
-            on_commit.push(move || hosts.insert(name, id));
+            // Its certificate, from the local CA, in the same transaction: served at once.
+            let cert = crate::domains::certs::ensure_local(txn, &name, &[], now)?;
+            on_commit.push(move || {
+                certs.insert(name.clone(), &cert);
+                hosts.insert(name, id);
+            });
             Ok(())
         })
         .await?;
@@ -258,21 +269,39 @@ pub async fn status(
         .store
         .read_blocking(move |txn| {
             managed_app(txn, id, &requester)?;
-            Ok::<_, ApiError>(of_app(txn, id)?.into_iter().find(|d| d.name == name))
+            let found = of_app(txn, id)?.into_iter().find(|d| d.name == name);
+            let cert = crate::domains::certs::get_cert(txn, &name)?;
+            Ok::<_, ApiError>((found, cert))
         })
         .await?;
+    let (found, cert) = found;
     let d = found.ok_or(ApiError::NotFound)?;
+    let cert = cert.filter(|_| d.verified_at.is_some());
     Ok(json_body(
         StatusCode::OK,
         &json!({
             "domain": d.name,
             "verified": d.verified_at.is_some(),
-            // No certificate is issued yet on this server: TLS serving is not built yet.
-            "sslStatus": "pending",
-            "sslExpiresAt": Value::Null,
-            "issuer": Value::Null,
+            "sslStatus": if cert.is_some() { "active" } else { "pending" },
+            "sslExpiresAt": cert.as_ref().map(|c| time(c.not_after)),
+            "issuer": cert.as_ref().map_or(Value::Null, |c| Value::String(c.issuer.clone())),
         }),
     ))
+}
+
+/// `GET /api/v1/ca.pem`: the local CA's certificate, for clients to trust (no credential).
+pub async fn ca_pem(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let pem = state
+        .store
+        .read_blocking(crate::domains::certs::ca_pem)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut response = Response::new(crate::web::body::full(pem));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-pem-file"),
+    );
+    Ok(response)
 }
 
 /// `GET /api/v1/domains/allowed?domain=`: 200 for a host this server serves (an app's subdomain

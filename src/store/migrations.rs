@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 11;
+pub const SCHEMA_VERSION: u64 = 12;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -27,6 +27,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_earnings_v9,
     add_webhooks_v10,
     add_domains_v11,
+    add_certificates_v12,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -183,6 +184,12 @@ fn add_domains_v11(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DOMAIN_CLAIMS)?;
     txn.open_table(DOMAINS)?;
     txn.open_table(APP_DOMAINS)?;
+    Ok(())
+}
+
+/// Version 12: certificates and their keys.
+fn add_certificates_v12(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(CERTIFICATES)?;
     Ok(())
 }
 

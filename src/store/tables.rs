@@ -172,3 +172,7 @@ pub const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains_
 
 /// (app id, domain) → nothing: an app's domains, claimed or verified. Schema 11.
 pub const APP_DOMAINS: TableDefinition<(u128, &str), ()> = TableDefinition::new("app_domains_v1");
+
+/// Certificate name (a domain, or `*.<apps domain>`) → `CertRecord`: served certificates with
+/// their keys (SPEC §11). Keys are never logged nor answered. Schema 12.
+pub const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates_v1");

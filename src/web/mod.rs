@@ -641,6 +641,7 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
             api::domains::status(state, call.principal()?, id, &call.body).await
         }
         Route::DomainsAllowed => api::domains::allowed(state, call.query()),
+        Route::CaPem => api::domains::ca_pem(state).await,
         Route::AppPage(app) => api::app_page::page(state, &call.parts, app).await,
         Route::AppWebhook(id) => api::webhooks::get_settings(state, call.principal()?, id).await,
         Route::SetAppWebhook(id) => {

@@ -190,6 +190,8 @@ pub enum Route {
     AppDomainStatus(Uuid),
     /// `GET /api/v1/domains/allowed?domain=`: public, from memory, no rate-limit token.
     DomainsAllowed,
+    /// `GET /api/v1/ca.pem`: the local CA's certificate, public.
+    CaPem,
     /// Any request whose `Host` is an app's subdomain or verified domain (SPEC §11).
     AppPage(Uuid),
     SetAppWebhook(Uuid),
@@ -269,6 +271,7 @@ impl Route {
             Route::AppDomainStatus(_) => "apps_domains_status",
             Route::DomainsAllowed => "domains_allowed",
             Route::AppPage(_) => "app_page",
+            Route::CaPem => "ca_pem",
             Route::SetAppWebhook(_) => "apps_webhook_set",
             Route::RotateWebhookSecret(_) => "apps_webhook_rotate_secret",
             Route::TestWebhook(_) => "apps_webhook_test",
@@ -287,7 +290,7 @@ impl Route {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => Needs::public(),
             Route::CorsPreflight | Route::MethodNotAllowed { .. } => Needs::public(),
-            Route::DomainsAllowed | Route::AppPage(_) => Needs::public(),
+            Route::DomainsAllowed | Route::AppPage(_) | Route::CaPem => Needs::public(),
             // Logout acts on the cookie it is sent with (and checks its origin) or on nothing;
             // it may write, so it draws on the client address's bucket (SPEC §8).
             Route::Logout => Needs {
@@ -493,6 +496,7 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
                 },
             },
             ["domains", "allowed"] => only(method, GET, GET_ALLOW, Route::DomainsAllowed),
+            ["ca.pem"] => only(method, GET, GET_ALLOW, Route::CaPem),
             ["apps", app, "domains"] => match (id(app), method.clone()) {
                 (None, _) => Route::NotFound,
                 (Some(app), Method::GET | Method::HEAD) => Route::AppDomains(app),

@@ -26,6 +26,7 @@ mod receiver;
 mod signin;
 mod storage;
 mod support;
+mod tls;
 mod topup;
 mod upstream;
 mod vectors;

@@ -1,0 +1,345 @@
+//! Certificates (SPEC §11), `local` issuer: the appliance's own CA (rcgen; its key and
+//! certificate in `secrets_v1`), a wildcard for `*.<apps domain>`, one certificate for the public
+//! URL's host and one per verified domain, each stored in `certificates_v1` with its key, so a
+//! restart serves them again without a reissue. The [`CertMap`] holds them in memory for the
+//! TLS listener, chosen by SNI: the exact name, else the wildcard one label up; an unknown name
+//! gets no certificate and its handshake is refused. Keys never appear in a log line or an
+//! answer; `Debug` of the records redacts them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::store::tables::{CERTIFICATES, SECRETS};
+use crate::store::{ReadTx, StoreError, codec};
+
+/// `secrets_v1` names of the local CA.
+const CA_CERT: &str = "local_ca_certificate_pem";
+const CA_KEY: &str = "local_ca_key_pem";
+/// The local CA's lifetime, and its leaves'.
+const CA_DAYS: i64 = 3650;
+const LEAF_DAYS: i64 = 398;
+const DAY_MILLIS: i64 = 86_400_000;
+
+/// A private key's PEM; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPem(pub String);
+
+impl std::fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPem(<redacted>)")
+    }
+}
+
+/// A certificate and its key. DISK FORMAT: field order is part of the encoding.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    /// Leaf first, then the issuer.
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// `local` or `acme`.
+    pub issuer: String,
+}
+
+impl std::fmt::Debug for CertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRecord")
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("issuer", &self.issuer)
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertRecord {
+    /// Renewed once two thirds of its lifetime have passed (SPEC §11).
+    pub fn needs_renewal(&self, now: i64) -> bool {
+        let life = self.not_after.saturating_sub(self.not_before);
+        now >= self.not_before.saturating_add(life / 3 * 2)
+    }
+}
+
+fn tls_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(format!("certificate: {e}"))
+}
+
+fn offset(millis: i64) -> Result<time::OffsetDateTime, StoreError> {
+    time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000)).map_err(tls_error)
+}
+
+/// The CA's parameters: the same every time, so its issuer can be rebuilt from its key alone.
+fn ca_params(not_before: i64) -> Result<CertificateParams, StoreError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error)?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "eliza-cloud local CA");
+    name.push(DnType::OrganizationName, "eliza-cloud");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = offset(not_before)?;
+    params.not_after = offset(not_before.saturating_add(CA_DAYS * DAY_MILLIS))?;
+    Ok(params)
+}
+
+fn secret(txn: &impl ReadTx, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(txn
+        .read_table(SECRETS)?
+        .get(name)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+}
+
+/// The local CA's certificate (PEM), made on first use.
+pub fn ensure_ca(txn: &WriteTransaction, now: i64) -> Result<String, StoreError> {
+    if let Some(pem) = secret(txn, CA_CERT)? {
+        return Ok(pem);
+    }
+    let key = KeyPair::generate().map_err(tls_error)?;
+    let cert = ca_params(now)?.self_signed(&key).map_err(tls_error)?;
+    let mut secrets = txn.open_table(SECRETS)?;
+    secrets.insert(CA_CERT, cert.pem().as_bytes())?;
+    secrets.insert(CA_KEY, key.serialize_pem().as_bytes())?;
+    tracing::info!("local certificate authority created");
+    Ok(cert.pem())
+}
+
+/// The local CA's certificate, if made.
+pub fn ca_pem(txn: &impl ReadTx) -> Result<Option<String>, StoreError> {
+    secret(txn, CA_CERT)
+}
+
+/// Issues a certificate for `names` (the first is its name) from the local CA.
+pub fn issue_local(
+    txn: &WriteTransaction,
+    names: &[String],
+    now: i64,
+) -> Result<CertRecord, StoreError> {
+    let ca = ensure_ca(txn, now)?;
+    let ca_key = secret(txn, CA_KEY)?.ok_or_else(|| tls_error("the CA key is missing"))?;
+    let ca_key = KeyPair::from_pem(&ca_key).map_err(tls_error)?;
+    let issuer = Issuer::new(ca_params(now)?, ca_key);
+    let key = KeyPair::generate().map_err(tls_error)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(tls_error)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params.distinguished_name = dn;
+    params.use_authority_key_identifier_extension = true;
+    let not_before = now.saturating_sub(DAY_MILLIS);
+    let not_after = now.saturating_add(LEAF_DAYS * DAY_MILLIS);
+    params.not_before = offset(not_before)?;
+    params.not_after = offset(not_after)?;
+    let leaf = params.signed_by(&key, &issuer).map_err(tls_error)?;
+    Ok(CertRecord {
+        chain_pem: format!("{}{}", leaf.pem(), ca),
+        key_pem: key.serialize_pem(),
+        not_before,
+        not_after,
+        issuer: "local".into(),
+    })
+}
+
+pub fn get_cert(txn: &impl ReadTx, name: &str) -> Result<Option<CertRecord>, StoreError> {
+    match txn.read_table(CERTIFICATES)?.get(name)? {
+        Some(v) => Ok(Some(codec::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+pub fn put_cert(txn: &WriteTransaction, name: &str, cert: &CertRecord) -> Result<(), StoreError> {
+    txn.open_table(CERTIFICATES)?
+        .insert(name, codec::encode(cert)?.as_slice())?;
+    Ok(())
+}
+
+pub fn remove_cert(txn: &WriteTransaction, name: &str) -> Result<(), StoreError> {
+    txn.open_table(CERTIFICATES)?.remove(name)?;
+    Ok(())
+}
+
+/// The stored certificate for `name`, issued (or renewed) by the local CA when it is missing or
+/// due. `alt` are its other names (the wildcard's bare domain).
+pub fn ensure_local(
+    txn: &WriteTransaction,
+    name: &str,
+    alt: &[String],
+    now: i64,
+) -> Result<CertRecord, StoreError> {
+    if let Some(cert) = get_cert(txn, name)?
+        && !cert.needs_renewal(now)
+    {
+        return Ok(cert);
+    }
+    let mut names = vec![name.to_string()];
+    names.extend(alt.iter().cloned());
+    let cert = issue_local(txn, &names, now)?;
+    put_cert(txn, name, &cert)?;
+    Ok(cert)
+}
+
+/// Every stored certificate by name.
+pub fn all_certs(txn: &impl ReadTx) -> Result<Vec<(String, CertRecord)>, StoreError> {
+    let mut out = Vec::new();
+    for row in txn.read_table(CERTIFICATES)?.iter()? {
+        let (k, v) = row?;
+        out.push((k.value().to_string(), codec::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// A stored certificate as rustls serves it.
+pub fn certified_key(cert: &CertRecord) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| "the certificate chain is not PEM".to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+        .map_err(|_| "the certificate key is not PEM".to_string())?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map(Arc::new)
+        .map_err(|e| format!("the certificate is unusable: {e}"))
+}
+
+/// What the server serves at start: the local CA, the apps wildcard, the public host's
+/// certificate (the operator's, or the CA's) and one per verified domain, issued when missing or
+/// due and never otherwise (a restart reissues nothing). Answers every certificate by name.
+pub fn prepare(
+    txn: &WriteTransaction,
+    apps_domain: &str,
+    public_host: Option<&str>,
+    own: Option<&(String, KeyPem)>,
+    now: i64,
+) -> Result<Vec<(String, CertRecord)>, StoreError> {
+    ensure_ca(txn, now)?;
+    let mut out = vec![(
+        format!("*.{apps_domain}"),
+        ensure_local(
+            txn,
+            &format!("*.{apps_domain}"),
+            &[apps_domain.to_string()],
+            now,
+        )?,
+    )];
+    if let Some(host) = public_host {
+        let cert = match own {
+            Some((chain, key)) => CertRecord {
+                chain_pem: chain.clone(),
+                key_pem: key.0.clone(),
+                not_before: 0,
+                not_after: i64::MAX,
+                issuer: "operator".into(),
+            },
+            None => ensure_local(txn, host, &[], now)?,
+        };
+        out.push((host.to_string(), cert));
+    }
+    for (name, _) in crate::store::domains::all_verified(txn)? {
+        let cert = ensure_local(txn, &name, &[], now)?;
+        out.push((name, cert));
+    }
+    Ok(out)
+}
+
+/// Name → certificate, from memory, for the TLS listener (SNI).
+#[derive(Default)]
+pub struct CertMap {
+    certs: RwLock<HashMap<String, Arc<rustls::sign::CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for CertMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertMap")
+            .field("names", &self.certs.read().map_or(0, |c| c.len()))
+            .finish()
+    }
+}
+
+impl CertMap {
+    pub fn insert(&self, name: String, cert: &CertRecord) {
+        match certified_key(cert) {
+            Ok(key) => {
+                if let Ok(mut certs) = self.certs.write() {
+                    certs.insert(name, key);
+                }
+            }
+            Err(e) => {
+                tracing::error!(name = %name, error = %e, "a certificate could not be loaded")
+            }
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut certs) = self.certs.write() {
+            certs.remove(name);
+        }
+    }
+
+    /// The certificate for an SNI name: exact, else the wildcard one label up. O(1).
+    pub fn find(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let name = name.to_ascii_lowercase();
+        let certs = self.certs.read().ok()?;
+        if let Some(found) = certs.get(&name) {
+            return Some(found.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        certs.get(&format!("*.{parent}")).cloned()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertMap {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.find(hello.server_name()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaf_of_the_local_ca_loads_and_is_found_by_sni() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let cert = store
+            .write(|txn| ensure_local(txn, "*.apps.localhost", &["apps.localhost".into()], 0))
+            .unwrap();
+        assert!(!format!("{cert:?}").contains("PRIVATE KEY"));
+        let again = store
+            .write(|txn| ensure_local(txn, "*.apps.localhost", &[], 1000))
+            .unwrap();
+        assert_eq!(again, cert, "not reissued while fresh");
+        let map = CertMap::default();
+        map.insert("*.apps.localhost".into(), &cert);
+        assert!(map.find("shop.apps.localhost").is_some());
+        assert!(map.find("SHOP.apps.localhost").is_some());
+        assert!(
+            map.find("a.b.apps.localhost").is_none(),
+            "a wildcard covers one label"
+        );
+        assert!(map.find("example.com").is_none());
+        let life = cert.not_after - cert.not_before;
+        assert!(cert.needs_renewal(cert.not_before + life / 3 * 2));
+        assert!(!cert.needs_renewal(cert.not_before + life / 2));
+    }
+}
