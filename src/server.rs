@@ -65,6 +65,47 @@ pub struct RunningServer {
     tls_task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How often certificates are checked for renewal (by the server's clock).
+pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Renews the certificates that are due at the server's clock now and swaps them into the SNI
+/// map after the commit (SPEC §11: at two thirds of their lifetime). Answers how many.
+pub async fn renew_certificates(state: &Arc<AppState>) -> usize {
+    let renewing = state.clone();
+    let renewed = blocking(move || {
+        let now = renewing.clock.now().millis();
+        renewing
+            .store
+            .write(|txn| crate::domains::certs::renew_due(txn, now))
+    })
+    .await;
+    match renewed {
+        Ok(list) => {
+            let n = list.len();
+            for (name, cert) in list {
+                tracing::info!(name = %name, "certificate renewed");
+                state.certs.insert(name, &cert);
+            }
+            n
+        }
+        Err(e) => {
+            // Retried at the next check (every minute): a backoff by the interval itself.
+            tracing::error!(error = %e, "renewing certificates failed; will retry");
+            0
+        }
+    }
+}
+
+async fn certificate_renewer(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CERT_CHECK_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        renew_certificates(&state).await;
+    }
+}
+
 /// How often batched usage counters reach the store (SPEC §1: at least every second).
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -264,6 +305,8 @@ pub async fn start(
         }
         None => None,
     };
+    // Its handle is not kept: it holds no promise, and it ends with the shutdown signal.
+    tokio::spawn(certificate_renewer(state.clone(), shutdown.subscribe()));
     let (stop_flusher, stop_rx) = tokio::sync::oneshot::channel();
     let flusher = tokio::spawn(usage_flusher(state.clone(), stop_rx));
     let sender = state

@@ -258,6 +258,31 @@ pub fn prepare(
     Ok(out)
 }
 
+/// Reissues every `local` certificate past two thirds of its lifetime at `now`; answers the new
+/// ones by name (for the SNI map). The operator's own certificate is left to the operator.
+pub fn renew_due(
+    txn: &WriteTransaction,
+    now: i64,
+) -> Result<Vec<(String, CertRecord)>, StoreError> {
+    let mut renewed = Vec::new();
+    for (name, cert) in all_certs(txn)? {
+        if cert.issuer != "local" || !cert.needs_renewal(now) {
+            continue;
+        }
+        // The wildcard also names its bare domain, as at its first issue.
+        let alt: Vec<String> = name
+            .strip_prefix("*.")
+            .map(|bare| vec![bare.to_string()])
+            .unwrap_or_default();
+        let mut names = vec![name.clone()];
+        names.extend(alt);
+        let fresh = issue_local(txn, &names, now)?;
+        put_cert(txn, &name, &fresh)?;
+        renewed.push((name, fresh));
+    }
+    Ok(renewed)
+}
+
 /// Name → certificate, from memory, for the TLS listener (SNI).
 #[derive(Default)]
 pub struct CertMap {

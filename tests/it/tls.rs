@@ -16,14 +16,35 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use crate::dns::Dns;
 use crate::support::{TestServer, run_cli};
 
-fn client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+/// The client checks validity at the server's manual clock, so certificates issued "at" the
+/// test's fixed date verify whatever the real date is.
+#[derive(Debug)]
+struct AtClock(Arc<eliza_cloud::time::ManualClock>);
+
+impl rustls::time_provider::TimeProvider for AtClock {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        let secs = u64::try_from(self.0.now_millis() / 1000).ok()?;
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(secs),
+        ))
+    }
+}
+
+/// What a client trusts: the exported CA, at the server's clock.
+struct Trust {
+    pem: String,
+    clock: Arc<eliza_cloud::time::ManualClock>,
+}
+
+fn client(trust: &Trust, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(trust.pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
+    let mut config = rustls::ClientConfig::builder_with_details(
+        Arc::new(rustls::crypto::ring::default_provider()),
+        Arc::new(AtClock(trust.clock.clone())),
+    )
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_root_certificates(roots)
@@ -34,7 +55,12 @@ fn client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-async fn handshake(addr: SocketAddr, ca: &str, name: &str, alpn: &[&[u8]]) -> std::io::Result<Tls> {
+async fn handshake(
+    addr: SocketAddr,
+    ca: &Trust,
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<Tls> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     client(ca, alpn)
         .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
@@ -70,9 +96,13 @@ async fn sni_picks_the_certificate_and_an_unknown_name_is_refused() {
     let tls_addr = server.running().tls_addr().unwrap();
     let ca = server.get("/api/v1/ca.pem", &[]).await;
     ca.assert_status(StatusCode::OK);
-    let ca = String::from_utf8(ca.body.to_vec()).unwrap();
-    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
-    assert!(!ca.contains("PRIVATE"));
+    let pem = String::from_utf8(ca.body.to_vec()).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(!pem.contains("PRIVATE"));
+    let ca = Trust {
+        pem,
+        clock: server.clock.clone(),
+    };
 
     let owner = server.operator_key.clone();
     let app = server
@@ -198,5 +228,5 @@ async fn sni_picks_the_certificate_and_an_unknown_name_is_refused() {
     let data = server.config.data_dir.to_str().unwrap().to_string();
     let (code, out, err) = run_cli(&["ca", "export", "--data", &data], &[]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, ca);
+    assert_eq!(out, ca.pem);
 }
