@@ -294,5 +294,37 @@ fn payments(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keys, key_verification, routing, sign_in, payments);
+/// SNI lookup (SPEC §11): the same cost with 10 names as with 10,000 (a hash lookup, then the
+/// wildcard one label up).
+fn sni(c: &mut Criterion) {
+    use eliza_cloud::domains::certs::{CertMap, ensure_local};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = eliza_cloud::store::Store::open(tmp.path()).unwrap();
+    let cert = store
+        .write(|txn| ensure_local(txn, "example.test", &[], 0))
+        .unwrap();
+    for n in [10usize, 10_000] {
+        let map = CertMap::default();
+        for i in 0..n {
+            map.insert(format!("d{i}.bench.example"), &cert);
+        }
+        map.insert("*.apps.localhost".into(), &cert);
+        c.bench_function(&format!("sni/exact_of_{n}"), |b| {
+            b.iter(|| map.find(std::hint::black_box("d5.bench.example")))
+        });
+        c.bench_function(&format!("sni/wildcard_of_{n}"), |b| {
+            b.iter(|| map.find(std::hint::black_box("shop.apps.localhost")))
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    keys,
+    key_verification,
+    routing,
+    sign_in,
+    payments,
+    sni
+);
 criterion_main!(benches);
