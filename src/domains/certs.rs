@@ -283,6 +283,31 @@ pub fn renew_due(
     Ok(renewed)
 }
 
+/// `check`'s part: every certificate decodes and loads, and every verified domain has one.
+pub fn check(txn: &impl ReadTx) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for row in txn.read_table(CERTIFICATES)?.iter()? {
+        let (key, value) = row?;
+        let name = key.value().to_string();
+        match codec::decode::<CertRecord>(value.value()) {
+            Ok(cert) => {
+                if let Err(e) = certified_key(&cert) {
+                    problems.push(format!("certificate {name}: {e}"));
+                }
+            }
+            Err(e) => problems.push(format!("certificates: a record does not decode: {e}")),
+        }
+        names.insert(name);
+    }
+    for (domain, _) in crate::store::domains::all_verified(txn)? {
+        if !names.contains(&domain) {
+            problems.push(format!("verified domain {domain} has no certificate"));
+        }
+    }
+    Ok(problems)
+}
+
 /// Name → certificate, from memory, for the TLS listener (SNI).
 #[derive(Default)]
 pub struct CertMap {

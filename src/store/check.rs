@@ -166,6 +166,7 @@ pub fn check_store(txn: &impl ReadTx) -> Result<CheckReport, StoreError> {
     report.problems.extend(super::webhooks::check(txn)?);
     report.problems.extend(super::usage::check_app_users(txn)?);
     report.problems.extend(super::domains::check(txn)?);
+    report.problems.extend(crate::domains::certs::check(txn)?);
     Ok(report)
 }
 

@@ -236,6 +236,8 @@ async fn subdomains_and_verified_domains_are_served_and_released() {
     assert_eq!(verify().await.json()["verified"], true);
     // Served on the next request; the rival's claim is gone and it cannot claim again.
     assert_eq!(allowed(&server, "shop.example.test").await, 200);
+    // Its certificate was issued with it: `check` finds every verified domain's.
+    crate::monetization::check_clean(&server);
     assert_eq!(
         on_host(&server, "shop.example.test", "/", "*/*")
             .await
