@@ -33,26 +33,9 @@ use eliza_cloud::store::keys::{ApiKeyRecord, KeyType, insert_key};
 use eliza_cloud::store::ledger::{EntryKind, NewEntry, post_entry};
 use eliza_cloud::store::webhooks::{WebhookRecord, enqueue, put_webhook};
 use eliza_cloud::time::{Clock, SystemClock};
-use support::{Figures, Process, env_num, median, wrk_shaped};
+use support::{CHAT_BODY, CHAT_MODELS, Figures, Process, env_num, median, summary, wrk_shaped};
 
-const ANSWER: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}"#;
-const BODY: &str = r#"{"model":"bench-chat","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":64}"#;
-const MODELS: &str = r#"{"models": [{"id": "bench-chat", "kind": "chat", "provider": "openai-compatible",
-  "upstream_model": "mock", "input_price_micros_per_million": 150000,
-  "output_price_micros_per_million": 600000, "max_output_tokens": 4096}]}"#;
 const QUEUED: usize = 10_000;
-
-fn mock_upstream() {
-    support::serve_forever(|req: http::Request<hyper::body::Incoming>| async {
-        let _ = req.into_body().collect().await;
-        let mut response = Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
-        response.headers_mut().insert(
-            "content-type",
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
-    });
-}
 
 /// A webhook receiver that reads each delivery and never answers in time.
 fn slow_receiver() {
@@ -181,14 +164,6 @@ fn serve(data: &Path, models: &Path, upstream: SocketAddr) -> Process {
     Process::spawn(command)
 }
 
-fn summary(runs: &[Figures]) -> Figures {
-    Figures {
-        rps: median(runs.iter().map(|r| r.rps).collect()),
-        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
-        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
-    }
-}
-
 fn line(label: &str, f: &Figures) {
     println!(
         "    {label:<28}: {:>8.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
@@ -212,7 +187,7 @@ fn webhook_attempts(addr: SocketAddr) -> String {
 
 fn main() {
     if std::env::args().any(|a| a == "--mock-upstream") {
-        mock_upstream();
+        support::mock_upstream();
         return;
     }
     if std::env::args().any(|a| a == "--slow-receiver") {
@@ -230,12 +205,12 @@ fn main() {
     let rounds = env_num("LOAD_ROUNDS", 3);
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models.json");
-    std::fs::write(&models, MODELS).unwrap();
+    std::fs::write(&models, CHAT_MODELS).unwrap();
     let script = tmp.path().join("post.lua");
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"POST\"\nwrk.body = [[{BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+            "wrk.method = \"POST\"\nwrk.body = [[{CHAT_BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
         ),
     )
     .unwrap();

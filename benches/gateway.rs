@@ -18,37 +18,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::{BodyExt, Full};
-
 use eliza_cloud::auth::api_key::generate_key;
 use eliza_cloud::store::keys::KeyType;
 use eliza_cloud::store::ledger::{EntryKind, NewEntry, post_entry};
 use eliza_cloud::time::{Clock, SystemClock};
-use support::{Figures, Process, env_num, median, wrk_shaped};
-
-/// The mock's answer: a chat completion with usage, about the size of a short real one.
-const ANSWER: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}"#;
-
-const BODY: &str = r#"{"model":"bench-chat","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":64}"#;
-
-const MODELS: &str = r#"{"models": [{"id": "bench-chat", "kind": "chat", "provider": "openai-compatible",
-  "upstream_model": "mock", "input_price_micros_per_million": 150000,
-  "output_price_micros_per_million": 600000, "max_output_tokens": 4096}]}"#;
-
-/// The mock upstream: reads the request body and answers [`ANSWER`].
-fn mock_upstream() {
-    support::serve_forever(|req: http::Request<hyper::body::Incoming>| async {
-        let _ = req.into_body().collect().await;
-        let mut response = Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
-        response.headers_mut().insert(
-            "content-type",
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
-    });
-}
+use support::{CHAT_BODY, CHAT_MODELS, Process, env_num, median, summary, wrk_shaped};
 
 /// A data directory with the operator's key, a balance no run can spend and a rate limit no
 /// machine can reach (both still consulted on every call).
@@ -100,17 +74,9 @@ fn serve(data: &Path, models: &Path, upstream: SocketAddr, commit: &str) -> Proc
     Process::spawn(command)
 }
 
-fn summary(runs: &[Figures]) -> Figures {
-    Figures {
-        rps: median(runs.iter().map(|r| r.rps).collect()),
-        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
-        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
-    }
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--mock-upstream") {
-        mock_upstream();
+        support::mock_upstream();
         return;
     }
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -126,12 +92,12 @@ fn main() {
     let data = tmp.path().join("data");
     let key = prepare(&data);
     let models = tmp.path().join("models.json");
-    std::fs::write(&models, MODELS).unwrap();
+    std::fs::write(&models, CHAT_MODELS).unwrap();
     let script = tmp.path().join("post.lua");
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"POST\"\nwrk.body = [[{BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+            "wrk.method = \"POST\"\nwrk.body = [[{CHAT_BODY}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
         ),
     )
     .unwrap();

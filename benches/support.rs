@@ -186,3 +186,40 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
+
+/// The mock upstream's answer: a chat completion with usage, about the size of a short real one.
+pub const CHAT_ANSWER: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}"#;
+
+/// The metered call the gateway benches make.
+pub const CHAT_BODY: &str = r#"{"model":"bench-chat","messages":[{"role":"user","content":"Hello there, how are you?"}],"max_tokens":64}"#;
+
+/// One model, served by the mock upstream.
+pub const CHAT_MODELS: &str = r#"{"models": [{"id": "bench-chat", "kind": "chat", "provider": "openai-compatible",
+  "upstream_model": "mock", "input_price_micros_per_million": 150000,
+  "output_price_micros_per_million": 600000, "max_output_tokens": 4096}]}"#;
+
+/// The mock upstream's whole life (a bench re-run with `--mock-upstream`): reads each request
+/// body and answers [`CHAT_ANSWER`].
+pub fn mock_upstream() {
+    use http_body_util::BodyExt;
+    serve_forever(|req: http::Request<hyper::body::Incoming>| async {
+        let _ = req.into_body().collect().await;
+        let mut response = http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(CHAT_ANSWER.as_bytes()),
+        ));
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    });
+}
+
+/// The median of each figure over several runs.
+pub fn summary(runs: &[Figures]) -> Figures {
+    Figures {
+        rps: median(runs.iter().map(|r| r.rps).collect()),
+        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
+        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+    }
+}

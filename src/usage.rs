@@ -204,12 +204,20 @@ fn app_events(
         } else {
             crate::time::civil::days_from_civil(year, month + 1, 1)
         };
-        let now_total = crate::store::usage::app_requests_between(txn, org, app, first, next - 1)?;
+        // The app's requests this month: its rows by route, the other dimensions never read.
+        let prefix = format!("{app}/");
+        let now_total = crate::store::usage::metered_dims_between(
+            txn,
+            org,
+            first,
+            next - 1,
+            &[crate::store::usage::Dimension::AppEndpoint],
+            Some(&prefix),
+        )?
+        .iter()
+        .fold(0u64, |sum, (_, t)| sum.saturating_add(t.requests));
         let before = now_total.saturating_sub(count);
-        let tag = u32::try_from(year)
-            .unwrap_or(0)
-            .saturating_mul(100)
-            .saturating_add(month);
+        let tag = crate::store::usage::month_of_day(first);
         let at = taken.latest_at;
         for threshold in &hook.thresholds {
             if before < *threshold

@@ -79,11 +79,7 @@ impl HostMap {
         self.hosts.read().ok()?.get(host).copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.hosts.read().map_or(0, |h| h.len())
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.hosts.read().map_or(true, |h| h.is_empty())
     }
 }

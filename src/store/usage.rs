@@ -441,26 +441,3 @@ pub fn metered_dims_between(
     }
     Ok(out)
 }
-
-/// Requests of `app` (owned by `org`) over the days `from..=to`: its rows by route.
-pub fn app_requests_between(
-    txn: &impl ReadTx,
-    org: Uuid,
-    app: Uuid,
-    from: i64,
-    to: i64,
-) -> Result<u64, StoreError> {
-    let table = txn.read_table(super::tables::USAGE_METERED)?;
-    let (low, high) = (format!("{app}/"), format!("{app}0"));
-    let code = Dimension::AppEndpoint as u8;
-    let mut total = 0u64;
-    for day in from..=to {
-        let range =
-            (org.as_u128(), day, code, low.as_str())..(org.as_u128(), day, code, high.as_str());
-        for row in table.range(range)? {
-            let totals: UsageTotals = super::codec::decode(row?.1.value())?;
-            total = total.saturating_add(totals.requests);
-        }
-    }
-    Ok(total)
-}

@@ -3,7 +3,7 @@
 //! ([`enqueue`]); the sender (`crate::webhooks`) picks due deliveries from `webhook_deliveries_due_v1`
 //! and records each attempt's outcome with [`save_delivery`].
 
-use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -244,18 +244,6 @@ pub fn due(txn: &impl ReadTx, now: i64, limit: usize) -> Result<Vec<(i64, Uuid)>
         }
     }
     Ok(out)
-}
-
-/// The earliest due time, if any delivery waits.
-pub fn next_due(txn: &impl ReadTx) -> Result<Option<i64>, StoreError> {
-    let table = txn.read_table(DELIVERIES_DUE)?;
-    let first = table.first()?;
-    Ok(first.map(|(k, _)| k.value().0))
-}
-
-/// Deliveries waiting (pending), for the metrics.
-pub fn waiting(txn: &impl ReadTx) -> Result<u64, StoreError> {
-    Ok(txn.read_table(DELIVERIES_DUE)?.len()?)
 }
 
 /// Marks `threshold` of `month` (YYYYMM) as sent for `app`; answers whether it was new.
