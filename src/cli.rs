@@ -149,6 +149,24 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert (ELIZA_CLOUD_TLS_KEY)
     #[argh(option)]
     pub tls_key: Option<String>,
+    /// PEM certificate chain of a wildcard for the apps domain (ELIZA_CLOUD_APPS_WILDCARD_CERT;
+    /// default: one from the local CA)
+    #[argh(option)]
+    pub apps_wildcard_cert: Option<String>,
+    /// PEM private key for --apps-wildcard-cert (ELIZA_CLOUD_APPS_WILDCARD_KEY)
+    #[argh(option)]
+    pub apps_wildcard_key: Option<String>,
+    /// ACME directory for verified domains' certificates: an https URL, letsencrypt or
+    /// letsencrypt-staging (ELIZA_CLOUD_ACME_DIRECTORY; default none: the local CA issues)
+    #[argh(option)]
+    pub acme_directory: Option<String>,
+    /// contact email of the ACME account (ELIZA_CLOUD_ACME_EMAIL; default none)
+    #[argh(option)]
+    pub acme_email: Option<String>,
+    /// PEM file of an extra root trusted for the ACME directory's own TLS, as a test CA needs
+    /// (ELIZA_CLOUD_ACME_CA; default none)
+    #[argh(option)]
+    pub acme_ca: Option<String>,
     /// the domain under which every app gets `<slug>.<domain>` (ELIZA_CLOUD_APPS_DOMAIN; default
     /// apps.localhost)
     #[argh(option)]

@@ -135,6 +135,11 @@ pub struct AppsConfig {
     pub tls_listen: Option<SocketAddr>,
     /// The public host's own certificate (chain PEM, key PEM), instead of the local CA's.
     pub tls_cert: Option<(String, crate::domains::certs::KeyPem)>,
+    /// The operator's wildcard for `*.<apps_domain>` (chain PEM, key PEM), instead of the local
+    /// CA's.
+    pub apps_wildcard: Option<(String, crate::domains::certs::KeyPem)>,
+    /// The `acme` issuer for verified domains and the public host; `None`: the `local` issuer.
+    pub acme: Option<crate::domains::acme::AcmeConfig>,
     /// Not a flag: SPEC §10's 10 s for a receiver's answer.
     pub webhook_timeout: Duration,
     /// Not a flag: deliveries sent at once.
@@ -148,6 +153,8 @@ impl Default for AppsConfig {
             apps_domain: crate::domains::DEFAULT_APPS_DOMAIN.into(),
             tls_listen: None,
             tls_cert: None,
+            apps_wildcard: None,
+            acme: None,
             dns_resolver: None,
             allow_private_webhooks: false,
             webhook_timeout: Duration::from_secs(10),
@@ -432,28 +439,54 @@ fn resolve_apps(
                 .map_err(|_| format!("{from}: {v:?} is not an IP:PORT like 0.0.0.0:3443"))?,
         );
     }
-    match (
+    apps.tls_cert = cert_pair(
         pick(&args.tls_cert, "tls-cert"),
         pick(&args.tls_key, "tls-key"),
-    ) {
-        (Some((cert, cf)), Some((key, kf))) => {
-            let chain = std::fs::read_to_string(&cert)
-                .map_err(|e| format!("{cf}: cannot read {cert:?}: {e}"))?;
-            let key_pem = std::fs::read_to_string(&key)
-                .map_err(|e| format!("{kf}: cannot read {key:?}: {e}"))?;
-            let record = crate::domains::certs::CertRecord {
-                chain_pem: chain.clone(),
-                key_pem: key_pem.clone(),
-                not_before: 0,
-                not_after: i64::MAX,
-                issuer: "operator".into(),
+        "--tls-cert and --tls-key go together",
+    )?;
+    apps.apps_wildcard = cert_pair(
+        pick(&args.apps_wildcard_cert, "apps-wildcard-cert"),
+        pick(&args.apps_wildcard_key, "apps-wildcard-key"),
+        "--apps-wildcard-cert and --apps-wildcard-key go together",
+    )?;
+    let email = pick(&args.acme_email, "acme-email");
+    let ca = pick(&args.acme_ca, "acme-ca");
+    match pick(&args.acme_directory, "acme-directory") {
+        Some((v, from)) => {
+            let directory = crate::domains::acme::AcmeConfig::directory_of(&v)
+                .map_err(|why| format!("{from}: {why}"))?;
+            let email = match email {
+                Some((e, ef)) => {
+                    let e = e.trim().trim_start_matches("mailto:").to_string();
+                    let (user, host) = e.split_once('@').unwrap_or(("", ""));
+                    if user.is_empty() || !host.contains('.') || e.contains(char::is_whitespace) {
+                        return Err(format!("{ef}: {e:?} is not an email address"));
+                    }
+                    Some(e)
+                }
+                None => None,
             };
-            crate::domains::certs::certified_key(&record)
-                .map_err(|e| format!("{cf}, {kf}: {e}"))?;
-            apps.tls_cert = Some((chain, crate::domains::certs::KeyPem(key_pem)));
+            let extra_roots_pem = match ca {
+                Some((path, cf)) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{cf}: cannot read {path:?}: {e}"))?;
+                    crate::domains::acme::roots_of(&pem)
+                        .map_err(|why| format!("{cf}: {path:?} {why}"))?;
+                    Some(pem)
+                }
+                None => None,
+            };
+            apps.acme = Some(crate::domains::acme::AcmeConfig {
+                directory,
+                email,
+                extra_roots_pem,
+            });
         }
-        (None, None) => {}
-        _ => return Err("--tls-cert and --tls-key go together".into()),
+        None => {
+            if let Some((_, from)) = email.or(ca) {
+                return Err(format!("{from} needs --acme-directory"));
+            }
+        }
     }
     if let Some((v, from)) = pick(&args.dns_resolver, "dns-resolver") {
         apps.dns_resolver = Some(
@@ -473,6 +506,35 @@ fn resolve_apps(
         }
     };
     Ok(())
+}
+
+/// A certificate and its key from two files (`--tls-cert`/`--tls-key`, `--apps-wildcard-*`),
+/// checked to load.
+fn cert_pair(
+    cert: Option<(String, String)>,
+    key: Option<(String, String)>,
+    apart: &str,
+) -> Result<Option<(String, crate::domains::certs::KeyPem)>, String> {
+    match (cert, key) {
+        (Some((cert, cf)), Some((key, kf))) => {
+            let chain = std::fs::read_to_string(&cert)
+                .map_err(|e| format!("{cf}: cannot read {cert:?}: {e}"))?;
+            let key_pem = std::fs::read_to_string(&key)
+                .map_err(|e| format!("{kf}: cannot read {key:?}: {e}"))?;
+            let record = crate::domains::certs::CertRecord {
+                chain_pem: chain.clone(),
+                key_pem: key_pem.clone(),
+                not_before: 0,
+                not_after: i64::MAX,
+                issuer: "operator".into(),
+            };
+            crate::domains::certs::certified_key(&record)
+                .map_err(|e| format!("{cf}, {kf}: {e}"))?;
+            Ok(Some((chain, crate::domains::certs::KeyPem(key_pem))))
+        }
+        (None, None) => Ok(None),
+        _ => Err(apart.into()),
+    }
 }
 
 /// An earnings hold: `0`, or a whole number of `d`/`h`/`m`/`s` (`days`, `hours`, … too), at
@@ -621,6 +683,106 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_acme_issuer_and_the_apps_wildcard_by_flag_or_variable() {
+        let c = ServeConfig::resolve(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert!(c.apps.acme.is_none(), "the local issuer by default");
+        assert!(c.apps.apps_wildcard.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.pem");
+        let store = crate::store::Store::open(&dir.path().join("data")).unwrap();
+        let cert = store
+            .write(|txn| crate::domains::certs::issue_local(txn, &["*.apps.example.com".into()], 0))
+            .unwrap();
+        let ca = store.read(crate::domains::certs::ca_pem).unwrap().unwrap();
+        std::fs::write(&root, &ca).unwrap();
+        let chain = dir.path().join("wild.pem");
+        let key = dir.path().join("wild.key");
+        std::fs::write(&chain, &cert.chain_pem).unwrap();
+        std::fs::write(&key, &cert.key_pem).unwrap();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let env = env_of(&[
+            ("ELIZA_CLOUD_ACME_DIRECTORY", "letsencrypt-staging"),
+            ("ELIZA_CLOUD_ACME_EMAIL", "mailto:ops@example.com"),
+        ]);
+        let args = ServeArgs {
+            acme_ca: Some(path(&root)),
+            apps_wildcard_cert: Some(path(&chain)),
+            apps_wildcard_key: Some(path(&key)),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args, &env).unwrap();
+        let acme = c.apps.acme.unwrap();
+        assert_eq!(acme.directory, crate::domains::acme::LETS_ENCRYPT_STAGING);
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(acme.extra_roots_pem.as_deref(), Some(ca.as_str()));
+        let wildcard = c.apps.apps_wildcard.unwrap();
+        assert_eq!(wildcard.0, cert.chain_pem);
+        assert!(!format!("{:?}", wildcard.1).contains("PRIVATE"));
+
+        let bad = |args: ServeArgs, env: &[(&str, &str)], names: &str| {
+            let err = ServeConfig::resolve(&args, &env_of(env)).unwrap_err();
+            assert!(err.contains(names), "{err}");
+        };
+        bad(
+            ServeArgs {
+                acme_directory: Some("http://ca.example/dir".into()),
+                ..ServeArgs::default()
+            },
+            &[],
+            "--acme-directory",
+        );
+        bad(
+            ServeArgs::default(),
+            &[("ELIZA_CLOUD_ACME_EMAIL", "ops@example.com")],
+            "needs --acme-directory",
+        );
+        bad(
+            ServeArgs {
+                acme_directory: Some("letsencrypt".into()),
+                acme_email: Some("not an address".into()),
+                ..ServeArgs::default()
+            },
+            &[],
+            "--acme-email",
+        );
+        bad(
+            ServeArgs {
+                acme_directory: Some("letsencrypt".into()),
+                acme_ca: Some(path(&key)),
+                ..ServeArgs::default()
+            },
+            &[],
+            "--acme-ca",
+        );
+        bad(
+            ServeArgs {
+                acme_directory: Some("letsencrypt".into()),
+                acme_ca: Some(path(&dir.path().join("missing.pem"))),
+                ..ServeArgs::default()
+            },
+            &[],
+            "cannot read",
+        );
+        bad(
+            ServeArgs {
+                apps_wildcard_cert: Some(path(&chain)),
+                ..ServeArgs::default()
+            },
+            &[],
+            "--apps-wildcard-cert and --apps-wildcard-key go together",
+        );
+        bad(
+            ServeArgs {
+                apps_wildcard_cert: Some(path(&chain)),
+                apps_wildcard_key: Some(path(&root)),
+                ..ServeArgs::default()
+            },
+            &[],
+            "--apps-wildcard-cert",
+        );
     }
 
     #[test]

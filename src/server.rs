@@ -74,9 +74,10 @@ pub async fn renew_certificates(state: &Arc<AppState>) -> usize {
     let renewing = state.clone();
     let renewed = blocking(move || {
         let now = renewing.clock.now().millis();
+        let acme = renewing.acme.is_some();
         renewing
             .store
-            .write(|txn| crate::domains::certs::renew_due(txn, now))
+            .write(|txn| crate::domains::certs::renew_due(txn, now, acme))
     })
     .await;
     match renewed {
@@ -103,6 +104,28 @@ async fn certificate_renewer(state: Arc<AppState>, mut stop: watch::Receiver<boo
             _ = stop.changed() => return,
         }
         renew_certificates(&state).await;
+    }
+}
+
+/// The ACME issuer's passes (SPEC §11): at start, after a verify, and every minute (renewals
+/// and retries fall due by the server's clock). A pass in flight when the server stops is
+/// dropped with the runtime; its name stays queued and is ordered again at the next start.
+async fn acme_orderer(
+    state: Arc<AppState>,
+    acme: Arc<crate::domains::acme::Acme>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let pass = crate::domains::acme::run_pass(&state);
+        tokio::select! {
+            _ = pass => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CERT_CHECK_INTERVAL) => {}
+            _ = acme.woken() => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -253,17 +276,23 @@ pub async fn start(
             let state = preparing;
             let apps_domain = state.hosts.apps_domain().to_string();
             let public = crate::domains::name::host_key(&state.config.public_url.host);
-            let own = state.config.apps.tls_cert.clone();
+            let apps = &state.config.apps;
+            let how = crate::domains::certs::Issuing {
+                apps_domain: &apps_domain,
+                public_host: public.as_deref(),
+                own: apps.tls_cert.as_ref(),
+                wildcard: apps.apps_wildcard.as_ref(),
+                acme_directory: apps.acme.as_ref().map(|a| a.directory.as_str()),
+            };
+            if how.acme_directory.is_some() && how.wildcard.is_none() {
+                tracing::warn!(
+                    "app subdomains are served with the local CA's wildcard: give --apps-wildcard-cert and --apps-wildcard-key for one that browsers trust"
+                );
+            }
             let now = state.clock.now().millis();
-            state.store.write(|txn| {
-                crate::domains::certs::prepare(
-                    txn,
-                    &apps_domain,
-                    public.as_deref(),
-                    own.as_ref(),
-                    now,
-                )
-            })
+            state
+                .store
+                .write(|txn| crate::domains::certs::prepare(txn, &how, now))
         })
         .await?;
         for (name, cert) in certs {
@@ -307,6 +336,10 @@ pub async fn start(
     };
     // Its handle is not kept: it holds no promise, and it ends with the shutdown signal.
     tokio::spawn(certificate_renewer(state.clone(), shutdown.subscribe()));
+    if let Some(acme) = state.acme.clone() {
+        tracing::info!(directory = %acme.directory(), "certificates for verified domains come from the ACME CA");
+        tokio::spawn(acme_orderer(state.clone(), acme, shutdown.subscribe()));
+    }
     let (stop_flusher, stop_rx) = tokio::sync::oneshot::channel();
     let flusher = tokio::spawn(usage_flusher(state.clone(), stop_rx));
     let sender = state

@@ -49,6 +49,9 @@ pub struct AppState {
     pub resolver: Option<crate::dns::Resolver>,
     /// Host → app for app subdomains and verified domains (SPEC §11), from memory.
     pub hosts: Arc<crate::domains::HostMap>,
+    /// The `acme` issuer (SPEC §11), when `--acme-directory` is set; `None` otherwise (the
+    /// `local` issuer), or when its client could not be made (logged at start).
+    pub acme: Option<Arc<crate::domains::acme::Acme>>,
 }
 
 impl AppState {
@@ -112,7 +115,14 @@ impl AppState {
                 tracing::error!(error = %e, "the host map could not be read; app hosts are not served");
                 crate::domains::HostMap::load_empty(&config.apps.apps_domain)
             });
+        let acme = config.apps.acme.clone().and_then(|c| {
+            crate::domains::acme::Acme::new(c)
+                .map(Arc::new)
+                .map_err(|e| tracing::error!(error = %e, "the ACME issuer is unusable; no certificate will be ordered"))
+                .ok()
+        });
         AppState {
+            acme,
             hosts: Arc::new(hosts),
             certs: Arc::default(),
             resolver,

@@ -392,3 +392,27 @@ pub fn domain_names(data: &[u8]) {
         assert_eq!(host_key(&key), Some(key.clone()));
     }
 }
+
+/// What the ACME CA sends back and asks for: a certificate chain (the bytes as PEM text, and
+/// as the DER inside one PEM block) whose validity is read, and an HTTP-01 challenge path.
+/// Never panics; a validity read is ordered; a challenge path routes to the challenge or 404.
+pub fn acme_answers(data: &[u8]) {
+    use base64::Engine;
+    use eliza_cloud::domains::acme::{AcmeConfig, orderable, validity};
+    let text = String::from_utf8_lossy(data);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    let wrapped = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+    for chain in [text.as_ref(), wrapped.as_str()] {
+        if let Ok((not_before, not_after)) = validity(chain) {
+            assert_eq!(validity(chain), Ok((not_before, not_after)));
+        }
+    }
+    let _ = AcmeConfig::directory_of(&text);
+    let _ = orderable(&text);
+    let path = format!("{}{text}", eliza_cloud::web::route::ACME_CHALLENGE_PREFIX);
+    let route = parse_route(&Method::GET, &path);
+    assert!(
+        matches!(route, Route::AcmeChallenge | Route::NotFound),
+        "{path:?} routed to {route:?}"
+    );
+}

@@ -587,7 +587,7 @@ pub async fn delete(
             // Its subdomain and domains are neither allowed nor served from the next request.
             let mut gone = crate::store::domains::remove_all_of_app(txn, id)?;
             for name in &gone {
-                crate::domains::certs::remove_cert(txn, name)?;
+                crate::domains::certs::release(txn, name)?;
             }
             let certs = certs_map.clone();
             let served = gone.clone();

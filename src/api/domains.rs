@@ -144,7 +144,7 @@ pub async fn delete(
                 None => Err(ApiError::NotFound),
                 Some(was_verified) => {
                     if was_verified {
-                        crate::domains::certs::remove_cert(txn, &domain)?;
+                        crate::domains::certs::release(txn, &domain)?;
                         on_commit.push(move || {
                             hosts.remove(&domain);
                             certs.remove(&domain);
@@ -218,6 +218,7 @@ pub async fn verify(
     let requester = principal.clone();
     let hosts = state.hosts.clone();
     let certs = state.certs.clone();
+    let acme = state.acme.clone();
     let now = state.now().millis();
     let name = domain.clone();
     state
@@ -239,12 +240,25 @@ pub async fn verify(
                 return Err(ApiError::NotFound);
             }
             mark_verified(txn, id, &name, now)?;
-            // Its certificate, from the local CA, in the same transaction: served at once.
-            let cert = crate::domains::certs::ensure_local(txn, &name, &[], now)?;
-            on_commit.push(move || {
-                certs.insert(name.clone(), &cert);
-                hosts.insert(name, id);
-            });
+            match acme {
+                // Queued for the ACME CA in the same transaction; the orderer is woken after
+                // the commit, and serves the certificate once it arrives.
+                Some(acme) => {
+                    crate::domains::acme::want(txn, &name, now)?;
+                    on_commit.push(move || {
+                        hosts.insert(name, id);
+                        acme.wake();
+                    });
+                }
+                // Its certificate, from the local CA, in the same transaction: served at once.
+                None => {
+                    let cert = crate::domains::certs::ensure_local(txn, &name, &[], now)?;
+                    on_commit.push(move || {
+                        certs.insert(name.clone(), &cert);
+                        hosts.insert(name, id);
+                    });
+                }
+            }
             Ok(())
         })
         .await?;
@@ -271,20 +285,33 @@ pub async fn status(
             managed_app(txn, id, &requester)?;
             let found = of_app(txn, id)?.into_iter().find(|d| d.name == name);
             let cert = crate::domains::certs::get_cert(txn, &name)?;
-            Ok::<_, ApiError>((found, cert))
+            let order = crate::domains::acme::pending_of(txn, &name)?;
+            Ok::<_, ApiError>((found, cert, order))
         })
         .await?;
-    let (found, cert) = found;
+    let (found, cert, order) = found;
     let d = found.ok_or(ApiError::NotFound)?;
-    let cert = cert.filter(|_| d.verified_at.is_some());
+    let verified = d.verified_at.is_some();
+    let cert = cert.filter(|_| verified);
+    // The last failed order's reason, while the name waits for its (next) certificate.
+    let error = order
+        .filter(|_| verified)
+        .and_then(|o| o.last_error.map(|e| (e, o.next_attempt)));
+    let ssl = match (&cert, &error) {
+        (Some(_), _) => "active",
+        (None, Some(_)) => "error",
+        (None, None) => "pending",
+    };
     Ok(json_body(
         StatusCode::OK,
         &json!({
             "domain": d.name,
-            "verified": d.verified_at.is_some(),
-            "sslStatus": if cert.is_some() { "active" } else { "pending" },
+            "verified": verified,
+            "sslStatus": ssl,
             "sslExpiresAt": cert.as_ref().map(|c| time(c.not_after)),
-            "issuer": cert.as_ref().map_or(Value::Null, |c| Value::String(c.issuer.clone())),
+            "issuer": cert.as_ref().map_or(Value::Null, |c| Value::String(c.issuer_kind().to_string())),
+            "sslError": error.as_ref().map(|(e, _)| e.clone()),
+            "sslRetryAt": error.as_ref().map(|(_, at)| time(*at)),
         }),
     ))
 }
@@ -300,6 +327,25 @@ pub async fn ca_pem(state: &AppState) -> Result<Response<Body>, ApiError> {
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-pem-file"),
+    );
+    Ok(response)
+}
+
+/// `GET /.well-known/acme-challenge/{token}` on any host: the key authorization of an order
+/// waiting for its HTTP-01 validation (RFC 8555 §8.3), from memory; 404 otherwise.
+pub fn acme_challenge(state: &AppState, path: &str) -> Result<Response<Body>, ApiError> {
+    let token = path
+        .strip_prefix(crate::web::route::ACME_CHALLENGE_PREFIX)
+        .unwrap_or_default();
+    let answer = state
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.answer(token))
+        .ok_or(ApiError::NotFound)?;
+    let mut response = Response::new(crate::web::body::full(answer));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
     );
     Ok(response)
 }

@@ -1,4 +1,4 @@
-//! Certificates (SPEC §11), `local` issuer: the appliance's own CA (rcgen; its key and
+//! Certificates (SPEC §11). The `local` issuer: the appliance's own CA (rcgen; its key and
 //! certificate in `secrets_v1`), a wildcard for `*.<apps domain>`, one certificate for the public
 //! URL's host and one per verified domain, each stored in `certificates_v1` with its key, so a
 //! restart serves them again without a reissue. The [`CertMap`] holds them in memory for the
@@ -48,7 +48,7 @@ pub struct CertRecord {
     pub key_pem: String,
     pub not_before: i64,
     pub not_after: i64,
-    /// `local` or `acme`.
+    /// `local`, `operator`, or `acme:<directory URL>`.
     pub issuer: String,
 }
 
@@ -64,6 +64,20 @@ impl std::fmt::Debug for CertRecord {
 }
 
 impl CertRecord {
+    /// The ACME directory it came from, if it came from one.
+    pub fn acme_directory(&self) -> Option<&str> {
+        self.issuer.strip_prefix("acme:")
+    }
+
+    /// What `status` shows: `local`, `operator` or `acme`.
+    pub fn issuer_kind(&self) -> &str {
+        if self.acme_directory().is_some() {
+            "acme"
+        } else {
+            &self.issuer
+        }
+    }
+
     /// Renewed once two thirds of its lifetime have passed (SPEC §11).
     pub fn needs_renewal(&self, now: i64) -> bool {
         let life = self.not_after.saturating_sub(self.not_before);
@@ -169,8 +183,10 @@ pub fn put_cert(txn: &WriteTransaction, name: &str, cert: &CertRecord) -> Result
     Ok(())
 }
 
-pub fn remove_cert(txn: &WriteTransaction, name: &str) -> Result<(), StoreError> {
+/// The name is no longer served: its certificate goes, and its place in the ACME queue.
+pub fn release(txn: &WriteTransaction, name: &str) -> Result<(), StoreError> {
     txn.open_table(CERTIFICATES)?.remove(name)?;
+    crate::domains::acme::forget(txn, name)?;
     Ok(())
 }
 
@@ -218,55 +234,100 @@ pub fn certified_key(cert: &CertRecord) -> Result<Arc<rustls::sign::CertifiedKey
         .map_err(|e| format!("the certificate is unusable: {e}"))
 }
 
-/// What the server serves at start: the local CA, the apps wildcard, the public host's
-/// certificate (the operator's, or the CA's) and one per verified domain, issued when missing or
-/// due and never otherwise (a restart reissues nothing). Answers every certificate by name.
+/// What the server serves, as the flags ask (SPEC §11).
+#[derive(Debug)]
+pub struct Issuing<'a> {
+    pub apps_domain: &'a str,
+    /// The public URL's host.
+    pub public_host: Option<&'a str>,
+    /// `--tls-cert`/`--tls-key`.
+    pub own: Option<&'a (String, KeyPem)>,
+    /// `--apps-wildcard-cert`/`--apps-wildcard-key`.
+    pub wildcard: Option<&'a (String, KeyPem)>,
+    /// The `acme` issuer's directory, when it is configured.
+    pub acme_directory: Option<&'a str>,
+}
+
+/// A certificate the operator gave: served as is, never stored, never renewed.
+fn operator(pair: &(String, KeyPem)) -> CertRecord {
+    CertRecord {
+        chain_pem: pair.0.clone(),
+        key_pem: pair.1.0.clone(),
+        not_before: 0,
+        not_after: i64::MAX,
+        issuer: "operator".into(),
+    }
+}
+
+/// What the server serves at start: the local CA, the apps wildcard (the operator's, or the
+/// CA's), the public host's certificate and one per verified domain. With the `local` issuer
+/// those are issued when missing or due; with `acme`, a name the CA can issue for that lacks a
+/// certificate from the configured directory is queued for the issuer (its stored certificate,
+/// if any, served until then). A restart reissues nothing that is fresh. Answers every certificate by name.
 pub fn prepare(
     txn: &WriteTransaction,
-    apps_domain: &str,
-    public_host: Option<&str>,
-    own: Option<&(String, KeyPem)>,
+    how: &Issuing<'_>,
     now: i64,
 ) -> Result<Vec<(String, CertRecord)>, StoreError> {
     ensure_ca(txn, now)?;
+    let wildcard = format!("*.{}", how.apps_domain);
     let mut out = vec![(
-        format!("*.{apps_domain}"),
-        ensure_local(
-            txn,
-            &format!("*.{apps_domain}"),
-            &[apps_domain.to_string()],
-            now,
-        )?,
+        wildcard.clone(),
+        match how.wildcard {
+            Some(pair) => operator(pair),
+            None => ensure_local(txn, &wildcard, &[how.apps_domain.to_string()], now)?,
+        },
     )];
-    if let Some(host) = public_host {
-        let cert = match own {
-            Some((chain, key)) => CertRecord {
-                chain_pem: chain.clone(),
-                key_pem: key.0.clone(),
-                not_before: 0,
-                not_after: i64::MAX,
-                issuer: "operator".into(),
-            },
-            None => ensure_local(txn, host, &[], now)?,
-        };
-        out.push((host.to_string(), cert));
+    if how.acme_directory.is_none() {
+        // The local CA covers every name: nothing waits for the ACME issuer.
+        crate::domains::acme::forget_all(txn)?;
+    }
+    let mut names: Vec<String> = Vec::new();
+    if let Some(host) = how.public_host {
+        match how.own {
+            Some(pair) => out.push((host.to_string(), operator(pair))),
+            None => names.push(host.to_string()),
+        }
     }
     for (name, _) in crate::store::domains::all_verified(txn)? {
-        let cert = ensure_local(txn, &name, &[], now)?;
-        out.push((name, cert));
+        names.push(name);
+    }
+    for name in names {
+        if let Some(directory) = how
+            .acme_directory
+            .filter(|_| crate::domains::acme::orderable(&name))
+        {
+            let stored = get_cert(txn, &name)?;
+            if stored
+                .as_ref()
+                .is_none_or(|c| c.acme_directory() != Some(directory))
+            {
+                crate::domains::acme::want(txn, &name, now)?;
+            }
+            if let Some(cert) = stored {
+                out.push((name, cert));
+            }
+        } else {
+            let cert = ensure_local(txn, &name, &[], now)?;
+            out.push((name, cert));
+        }
     }
     Ok(out)
 }
 
-/// Reissues every `local` certificate past two thirds of its lifetime at `now`; answers the new
-/// ones by name (for the SNI map). The operator's own certificate is left to the operator.
+/// Reissues from the local CA every certificate past two thirds of its lifetime at `now` that
+/// is the local issuer's to renew: its own, and with no ACME issuer configured also the ACME
+/// ones left from when it was. Answers the new ones by name (for the SNI map). The operator's
+/// own certificates are left to the operator; the ACME issuer renews its own.
 pub fn renew_due(
     txn: &WriteTransaction,
     now: i64,
+    acme: bool,
 ) -> Result<Vec<(String, CertRecord)>, StoreError> {
     let mut renewed = Vec::new();
     for (name, cert) in all_certs(txn)? {
-        if cert.issuer != "local" || !cert.needs_renewal(now) {
+        let ours = cert.issuer == "local" || (!acme && cert.acme_directory().is_some());
+        if !ours || !cert.needs_renewal(now) {
             continue;
         }
         // The wildcard also names its bare domain, as at its first issue.
@@ -301,8 +362,18 @@ pub fn check(txn: &impl ReadTx) -> Result<Vec<String>, StoreError> {
         names.insert(name);
     }
     for (domain, _) in crate::store::domains::all_verified(txn)? {
-        if !names.contains(&domain) {
-            problems.push(format!("verified domain {domain} has no certificate"));
+        let waiting = crate::domains::acme::pending_of(txn, &domain)?.is_some();
+        if !names.contains(&domain) && !waiting {
+            problems.push(format!(
+                "verified domain {domain} has no certificate and none is on order"
+            ));
+        }
+    }
+    for (name, _) in crate::domains::acme::all_pending(txn)? {
+        if crate::domains::name::check_domain(&name, "invalid.invalid").is_err() {
+            problems.push(format!(
+                "the certificate queue holds {name:?}, not a domain"
+            ));
         }
     }
     Ok(problems)
@@ -391,5 +462,107 @@ mod tests {
         let life = cert.not_after - cert.not_before;
         assert!(cert.needs_renewal(cert.not_before + life / 3 * 2));
         assert!(!cert.needs_renewal(cert.not_before + life / 2));
+    }
+
+    #[test]
+    fn prepare_queues_for_acme_only_what_a_public_ca_can_issue_and_keeps_what_it_has() {
+        use crate::domains::acme::{all_pending, want};
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let (app, org) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        store
+            .write(|txn| {
+                crate::store::domains::add_claim(txn, app, org, "shop.example.com", 0)
+                    .map_err(|_| StoreError::Db("claim".into()))?;
+                crate::store::domains::mark_verified(txn, app, "shop.example.com", 0)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let how = |public: &'static str, acme: bool| Issuing {
+            apps_domain: "apps.example.com",
+            public_host: Some(public),
+            own: None,
+            wildcard: None,
+            acme_directory: acme.then_some("https://ca.example/dir"),
+        };
+        let served = store
+            .write(|txn| prepare(txn, &how("cloud.example.com", true), 0))
+            .unwrap();
+        let names: Vec<&str> = served.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["*.apps.example.com"],
+            "nothing else until the CA answers"
+        );
+        let queued: Vec<String> = store
+            .read(all_pending)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(queued, ["cloud.example.com", "shop.example.com"]);
+        // `localhost` cannot get a public certificate: the local CA's, at once.
+        store.write(crate::domains::acme::forget_all).unwrap();
+        let served = store
+            .write(|txn| prepare(txn, &how("localhost", true), 0))
+            .unwrap();
+        assert!(
+            served
+                .iter()
+                .any(|(n, c)| n == "localhost" && c.issuer == "local")
+        );
+        assert_eq!(store.read(all_pending).unwrap().len(), 1);
+        // An `acme` certificate in hand is served and not ordered again at a restart.
+        let mut acme_cert = store
+            .write(|txn| issue_local(txn, &["shop.example.com".into()], 0))
+            .unwrap();
+        acme_cert.issuer = "acme:https://ca.example/dir".into();
+        store
+            .write(|txn| {
+                put_cert(txn, "shop.example.com", &acme_cert)?;
+                crate::domains::acme::forget_all(txn)
+            })
+            .unwrap();
+        let served = store
+            .write(|txn| prepare(txn, &how("localhost", true), 1000))
+            .unwrap();
+        assert!(served.contains(&("shop.example.com".to_string(), acme_cert.clone())));
+        assert!(store.read(all_pending).unwrap().is_empty());
+        assert_eq!(acme_cert.issuer_kind(), "acme");
+        // Another directory (staging → production): ordered there, the old one served meanwhile.
+        let production = Issuing {
+            acme_directory: Some("https://other.example/dir"),
+            ..how("localhost", true)
+        };
+        let served = store.write(|txn| prepare(txn, &production, 1000)).unwrap();
+        assert!(served.contains(&("shop.example.com".to_string(), acme_cert.clone())));
+        assert_eq!(store.read(all_pending).unwrap().len(), 1);
+        store.write(crate::domains::acme::forget_all).unwrap();
+        // The local issuer empties the queue, and does not renew an ACME certificate early.
+        store.write(|txn| want(txn, "shop.example.com", 0)).unwrap();
+        store
+            .write(|txn| prepare(txn, &how("localhost", false), 1000))
+            .unwrap();
+        assert!(store.read(all_pending).unwrap().is_empty());
+        assert!(
+            store
+                .write(|txn| renew_due(txn, 1000, false))
+                .unwrap()
+                .is_empty()
+        );
+        let late = acme_cert.not_before + (acme_cert.not_after - acme_cert.not_before) / 3 * 2;
+        assert!(
+            store
+                .write(|txn| renew_due(txn, late, true))
+                .unwrap()
+                .iter()
+                .all(|(n, _)| n != "shop.example.com")
+        );
+        let renewed = store.write(|txn| renew_due(txn, late, false)).unwrap();
+        assert!(
+            renewed
+                .iter()
+                .any(|(n, c)| n == "shop.example.com" && c.issuer == "local")
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! domain. The map is loaded at start and changed by hooks that run right after the commit that
 //! changed the store (`Store::write_hooked`), so the request after the commit sees it.
 
+pub mod acme;
 pub mod certs;
 pub mod name;
 

@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 12;
+pub const SCHEMA_VERSION: u64 = 13;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -28,6 +28,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_webhooks_v10,
     add_domains_v11,
     add_certificates_v12,
+    add_acme_pending_v13,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -190,6 +191,12 @@ fn add_domains_v11(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Version 12: certificates and their keys.
 fn add_certificates_v12(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CERTIFICATES)?;
+    Ok(())
+}
+
+/// Version 13: the ACME issuer's queue.
+fn add_acme_pending_v13(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ACME_PENDING)?;
     Ok(())
 }
 

@@ -176,3 +176,7 @@ pub const APP_DOMAINS: TableDefinition<(u128, &str), ()> = TableDefinition::new(
 /// Certificate name (a domain, or `*.<apps domain>`) → `CertRecord`: served certificates with
 /// their keys (SPEC §11). Keys are never logged nor answered. Schema 12.
 pub const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates_v1");
+
+/// Name → `acme::Pending`: names waiting for a certificate from the ACME issuer, with their
+/// failures and next attempt (SPEC §11). Schema 13.
+pub const ACME_PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("acme_pending_v1");

@@ -120,9 +120,12 @@ where
     // A clone of the URI shares its bytes: no copy of the path on the hot path.
     let uri = req.uri().clone();
     let path = uri.path();
+    // The CA asks on the domain being verified: its challenge comes before host routing.
     let route = match app_host(state, &req) {
-        Some(app) => Route::AppPage(app),
-        None => parse_route(&method, path),
+        Some(app) if !path.starts_with(crate::web::route::ACME_CHALLENGE_PREFIX) => {
+            Route::AppPage(app)
+        }
+        _ => parse_route(&method, path),
     };
     let is_api = path.starts_with("/api/") && !matches!(route, Route::AppPage(_));
     // Browsers send `Origin` with every cross-origin request; only those need the CORS headers.
@@ -642,6 +645,7 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         }
         Route::DomainsAllowed => api::domains::allowed(state, call.query()),
         Route::CaPem => api::domains::ca_pem(state).await,
+        Route::AcmeChallenge => api::domains::acme_challenge(state, call.parts.uri.path()),
         Route::AppPage(app) => api::app_page::page(state, &call.parts, app).await,
         Route::AppWebhook(id) => api::webhooks::get_settings(state, call.principal()?, id).await,
         Route::SetAppWebhook(id) => {

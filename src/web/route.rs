@@ -194,6 +194,8 @@ pub enum Route {
     CaPem,
     /// Any request whose `Host` is an app's subdomain or verified domain (SPEC §11).
     AppPage(Uuid),
+    /// `GET /.well-known/acme-challenge/{token}` on any host: the ACME issuer's HTTP-01 answer.
+    AcmeChallenge,
     SetAppWebhook(Uuid),
     RotateWebhookSecret(Uuid),
     TestWebhook(Uuid),
@@ -271,6 +273,7 @@ impl Route {
             Route::AppDomainStatus(_) => "apps_domains_status",
             Route::DomainsAllowed => "domains_allowed",
             Route::AppPage(_) => "app_page",
+            Route::AcmeChallenge => "acme_challenge",
             Route::CaPem => "ca_pem",
             Route::SetAppWebhook(_) => "apps_webhook_set",
             Route::RotateWebhookSecret(_) => "apps_webhook_rotate_secret",
@@ -291,6 +294,8 @@ impl Route {
             Route::Healthz | Route::Readyz | Route::Metrics => Needs::public(),
             Route::CorsPreflight | Route::MethodNotAllowed { .. } => Needs::public(),
             Route::DomainsAllowed | Route::AppPage(_) | Route::CaPem => Needs::public(),
+            // The CA asks from its own addresses, a few times per order: no credential, no bucket.
+            Route::AcmeChallenge => Needs::public(),
             // Logout acts on the cookie it is sent with (and checks its origin) or on nothing;
             // it may write, so it draws on the client address's bucket (SPEC §8).
             Route::Logout => Needs {
@@ -420,6 +425,9 @@ fn dollars(segment: &str) -> Option<i64> {
 }
 
 /// The whole routing table.
+/// The HTTP-01 path, answered on every host before host routing (SPEC §11).
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
 pub fn parse_route(method: &Method, path: &str) -> Route {
     let Some((segs, count)) = segments(path) else {
         return Route::NotFound;
@@ -430,6 +438,7 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
     }
     match segs {
         ["healthz"] => only(method, GET, GET_ALLOW, Route::Healthz),
+        [".well-known", "acme-challenge", _] => only(method, GET, GET_ALLOW, Route::AcmeChallenge),
         ["readyz"] => only(method, GET, GET_ALLOW, Route::Readyz),
         ["metrics"] => only(method, GET, GET_ALLOW, Route::Metrics),
         ["api", "auth", "siwe", "nonce"] => only(method, GET, GET_ALLOW, Route::SiweNonce),

@@ -125,3 +125,8 @@ fn webhook_settings_seeds() {
 fn domain_names_seeds() {
     replay("domain_names", bodies::domain_names);
 }
+
+#[test]
+fn acme_answers_seeds() {
+    replay("acme_answers", bodies::acme_answers);
+}

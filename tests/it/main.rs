@@ -9,6 +9,7 @@
 )]
 
 mod account;
+mod acme;
 mod apps;
 mod bootstrap;
 mod dns;

@@ -230,3 +230,37 @@ async fn sni_picks_the_certificate_and_an_unknown_name_is_refused() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, ca.pem);
 }
+
+#[tokio::test]
+async fn local_certificates_are_renewed_at_two_thirds_of_their_lifetime_without_a_restart() {
+    let server = TestServer::start_with(|c| {
+        c.apps.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let tls_addr = server.running().tls_addr().unwrap();
+    let state = server.running().state().clone();
+    let pem = String::from_utf8(server.get("/api/v1/ca.pem", &[]).await.body.to_vec()).unwrap();
+    let ca = Trust {
+        pem,
+        clock: server.clock.clone(),
+    };
+    let served = || async {
+        let tls = handshake(tls_addr, &ca, "any.apps.localhost", &[])
+            .await
+            .unwrap();
+        leaf(&tls)
+    };
+    let first = served().await;
+    // Leaves live 398 days: nothing at 200, renewed past 265.
+    const DAY: i64 = 86_400_000;
+    server.clock.advance_millis(200 * DAY);
+    assert_eq!(eliza_cloud::server::renew_certificates(&state).await, 0);
+    assert_eq!(served().await, first);
+    server.clock.advance_millis(70 * DAY);
+    // The wildcard and the public host's.
+    assert_eq!(eliza_cloud::server::renew_certificates(&state).await, 2);
+    let second = served().await;
+    assert_ne!(second, first, "the new leaf is served at once");
+    assert_eq!(eliza_cloud::server::renew_certificates(&state).await, 0);
+    crate::monetization::check_clean(&server);
+}
