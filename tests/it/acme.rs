@@ -471,3 +471,124 @@ async fn pebble_issues_renews_and_the_listener_serves_by_sni() {
     crate::monetization::check_clean(&server);
     drop(pebble);
 }
+
+/// The real binary with the flags an operator gives (`--acme-directory`, `--acme-email`,
+/// `--acme-ca`, `--dns-resolver`, `--tls-listen`), at trace level: a verified domain gets its
+/// certificate from pebble and is served; no key reaches the log.
+#[tokio::test]
+async fn the_binary_with_acme_flags_gets_a_certificate_and_logs_no_key() {
+    let Some(binary) = pebble_binary() else {
+        return;
+    };
+    let dns = Dns::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let pebble = Pebble::start(&binary, work.path(), http_port, dns.addr).await;
+    let root_file = work.path().join("pebble-tls-root.pem");
+    std::fs::write(&root_file, &pebble.tls_root_pem).unwrap();
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let key = eliza_cloud::auth::api_key::generate_key(eliza_cloud::store::keys::KeyType::Live);
+    let key = key.expose().to_string();
+    let data = work.path().join("data");
+    let server = crate::support::Binary::serve_at(
+        &format!("127.0.0.1:{http_port}"),
+        &data,
+        &[
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-email",
+            "ops@example.test",
+            "--acme-ca",
+            root_file.to_str().unwrap(),
+            "--dns-resolver",
+            &dns.addr.to_string(),
+            "--tls-listen",
+            &tls_addr.to_string(),
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+        ],
+        &[("ELIZA_CLOUD_BOOTSTRAP_KEY", &key)],
+    );
+    let client = server.client();
+    let send = |method: Method, path: String, body: serde_json::Value| {
+        let client = &client;
+        let key = key.clone();
+        async move {
+            client
+                .request(
+                    method,
+                    &path,
+                    &[("x-api-key", &key), ("content-type", "application/json")],
+                    serde_json::to_vec(&body).unwrap(),
+                )
+                .await
+        }
+    };
+    let app = send(
+        Method::POST,
+        "/api/v1/apps".into(),
+        json!({"name": "Shop", "app_url": "https://s.example"}),
+    )
+    .await
+    .json()["app"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let domains = format!("/api/v1/apps/{app}/domains");
+    let claim = send(
+        Method::POST,
+        domains.clone(),
+        json!({"domain": "bin.example.test"}),
+    )
+    .await
+    .json();
+    dns.set_txt(
+        "_eliza-cloud-verify.bin.example.test.",
+        claim["verificationRecord"]["value"].as_str().unwrap(),
+    )
+    .await;
+    dns.add("bin.example.test.", IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .await;
+    let verified = send(
+        Method::POST,
+        format!("{domains}/verify"),
+        json!({"domain": "bin.example.test"}),
+    )
+    .await
+    .json();
+    assert_eq!(verified["verified"], true, "{verified}");
+    // The orderer runs after the verify, in the server: wait for pebble's answer (bounded).
+    let mut status = serde_json::Value::Null;
+    for _ in 0..400 {
+        status = send(
+            Method::POST,
+            format!("{domains}/status"),
+            json!({"domain": "bin.example.test"}),
+        )
+        .await
+        .json();
+        if status["sslStatus"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["sslStatus"], "active", "{status}");
+    assert_eq!(status["issuer"], "acme");
+    let roots = pebble.issuing_root().await;
+    let page = https_get(tls_addr, "/", &roots, "bin.example.test")
+        .await
+        .unwrap();
+    assert!(page.contains("\"name\":\"Shop\""), "{page}");
+    let (code, log) = server.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("ACME account registered"), "{log}");
+    assert!(log.contains("certificate issued by the ACME CA"), "{log}");
+    // (The TXT token is no secret: it is published in DNS, and the resolver logs its answers at
+    // debug level.)
+    for secret in ["PRIVATE KEY", "BEGIN", "key_pkcs8", &key] {
+        let line = log.lines().find(|l| l.contains(secret));
+        assert!(line.is_none(), "{secret:?} in the log: {line:?}");
+    }
+}

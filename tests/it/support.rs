@@ -316,10 +316,15 @@ impl Binary {
     /// Starts `serve --listen 127.0.0.1:0 --data DIR` plus `args`, and waits for its
     /// "listening on" line (the server prints it once it accepts).
     pub fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::serve_at("127.0.0.1:0", data, args, env)
+    }
+
+    /// [`Binary::serve`] on a given `--listen` address.
+    pub fn serve_at(listen: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
         let mut cmd = Command::new(binary_path());
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data")
             .arg(data)
             .args(args)
