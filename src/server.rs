@@ -75,6 +75,12 @@ pub async fn renew_certificates(state: &Arc<AppState>) -> usize {
     let renewed = blocking(move || {
         let now = renewing.clock.now().millis();
         let acme = renewing.acme.is_some();
+        if !renewing
+            .store
+            .read(|txn| crate::domains::certs::any_due(txn, now, acme))?
+        {
+            return Ok(Vec::new());
+        }
         renewing
             .store
             .write(|txn| crate::domains::certs::renew_due(txn, now, acme))

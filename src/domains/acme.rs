@@ -180,13 +180,31 @@ fn record_failure(
     Ok(Some(row))
 }
 
-/// The queue's rows due at `now`, after the `acme` certificates due for renewal joined it.
-fn due(txn: &WriteTransaction, now: i64) -> Result<Vec<String>, StoreError> {
+/// The `acme` certificates due for renewal at `now` that are not queued yet (a read: the
+/// minute's pass writes nothing when nothing is due).
+fn renewals_due(txn: &impl ReadTx, now: i64) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
     for (name, cert) in all_certs(txn)? {
-        if cert.acme_directory().is_some() && cert.needs_renewal(now) {
-            want(txn, &name, now)?;
+        if cert.acme_directory().is_some()
+            && cert.needs_renewal(now)
+            && pending_of(txn, &name)?.is_none()
+        {
+            names.push(name);
         }
     }
+    Ok(names)
+}
+
+/// The queue's rows due at `now`, after the `acme` certificates due for renewal joined it.
+fn due(txn: &WriteTransaction, now: i64) -> Result<Vec<String>, StoreError> {
+    for name in renewals_due(txn, now)? {
+        want(txn, &name, now)?;
+    }
+    due_rows(txn, now)
+}
+
+/// The queue's rows due at `now`, oldest wait first.
+fn due_rows(txn: &impl ReadTx, now: i64) -> Result<Vec<String>, StoreError> {
     let mut rows = all_pending(txn)?;
     rows.retain(|(_, p)| p.next_attempt <= now);
     rows.sort_by_key(|(_, p)| (p.next_attempt, p.since));
@@ -532,7 +550,19 @@ pub async fn run_pass(state: &Arc<AppState>) -> Pass {
     };
     let _one = acme.pass.lock().await;
     let now = state.now().millis();
-    let names = match state.store.write_blocking(move |txn| due(txn, now)).await {
+    let read = state
+        .store
+        .read_blocking(move |txn| {
+            Ok::<_, StoreError>((renewals_due(txn, now)?.is_empty(), due_rows(txn, now)?))
+        })
+        .await;
+    let names = match read {
+        // Nothing to renew: the queue's due rows as read, with no write transaction.
+        Ok((true, names)) => Ok(names),
+        Ok((false, _)) => state.store.write_blocking(move |txn| due(txn, now)).await,
+        Err(e) => Err(e),
+    };
+    let names = match names {
         Ok(names) => names,
         Err(e) => {
             tracing::error!(error = %e, "reading the certificate queue failed; will retry");

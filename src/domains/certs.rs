@@ -259,6 +259,20 @@ fn operator(pair: &(String, KeyPem)) -> CertRecord {
     }
 }
 
+/// Whether any certificate is due for the local issuer at `now` (a read, so the minute's check
+/// writes nothing when nothing is due).
+pub fn any_due(txn: &impl ReadTx, now: i64, acme: bool) -> Result<bool, StoreError> {
+    Ok(all_certs(txn)?
+        .iter()
+        .any(|(_, cert)| local_renews(cert, acme) && cert.needs_renewal(now)))
+}
+
+/// Whether the local issuer renews `cert`: its own, and without an ACME issuer the ACME ones
+/// left from when there was one.
+fn local_renews(cert: &CertRecord, acme: bool) -> bool {
+    cert.issuer == "local" || (!acme && cert.acme_directory().is_some())
+}
+
 /// What the server serves at start: the local CA, the apps wildcard (the operator's, or the
 /// CA's), the public host's certificate and one per verified domain. With the `local` issuer
 /// those are issued when missing or due; with `acme`, a name the CA can issue for that lacks a
@@ -291,6 +305,26 @@ pub fn prepare(
     }
     for (name, _) in crate::store::domains::all_verified(txn)? {
         names.push(name);
+    }
+    // What is stored and nothing else: a name no longer served (the public URL or the apps domain
+    // changed, an operator's certificate replaced the issuer's) is neither renewed nor ordered.
+    let mut keep: std::collections::HashSet<String> = names.iter().cloned().collect();
+    if how.wildcard.is_none() {
+        keep.insert(wildcard.clone());
+    }
+    let stale: Vec<String> = all_certs(txn)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .chain(
+            crate::domains::acme::all_pending(txn)?
+                .into_iter()
+                .map(|(name, _)| name),
+        )
+        .filter(|name| !keep.contains(name))
+        .collect();
+    for name in stale {
+        tracing::info!(name = %name, "certificate dropped: the name is no longer served");
+        release(txn, &name)?;
     }
     for name in names {
         if let Some(directory) = how
@@ -326,8 +360,7 @@ pub fn renew_due(
 ) -> Result<Vec<(String, CertRecord)>, StoreError> {
     let mut renewed = Vec::new();
     for (name, cert) in all_certs(txn)? {
-        let ours = cert.issuer == "local" || (!acme && cert.acme_directory().is_some());
-        if !ours || !cert.needs_renewal(now) {
+        if !local_renews(&cert, acme) || !cert.needs_renewal(now) {
             continue;
         }
         // The wildcard also names its bare domain, as at its first issue.
@@ -563,6 +596,34 @@ mod tests {
             renewed
                 .iter()
                 .any(|(n, c)| n == "shop.example.com" && c.issuer == "local")
+        );
+        // A name no longer served goes at the next start: the old public host's certificate.
+        assert!(
+            store
+                .read(|txn| get_cert(txn, "localhost"))
+                .unwrap()
+                .is_some()
+        );
+        store
+            .write(|txn| prepare(txn, &how("other.localhost", false), late))
+            .unwrap();
+        assert!(
+            store
+                .read(|txn| get_cert(txn, "localhost"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .read(|txn| get_cert(txn, "other.localhost"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .read(|txn| get_cert(txn, "shop.example.com"))
+                .unwrap()
+                .is_some()
         );
     }
 }
