@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dashboard;
 pub mod dns;
 pub mod domains;
 pub mod gateway;

@@ -305,6 +305,97 @@ async fn complete_sign_in(
     Ok(no_store(response))
 }
 
+/// Why a key cannot be exchanged for a session (SPEC §13), or `None` when it can: only an
+/// unrestricted live key of an organization.
+pub fn exchange_refusal(principal: &crate::auth::Principal) -> Option<&'static str> {
+    let key = principal.api_key()?;
+    if key.app_id.is_some() {
+        Some("an app's key cannot open the dashboard")
+    } else if key.key_type != KeyType::Live {
+        Some("a test key cannot open the dashboard")
+    } else if !matches!(
+        principal.grant,
+        crate::auth::permissions::Grant::Unrestricted
+    ) {
+        Some("a key with a permission list cannot open the dashboard; use an unrestricted key")
+    } else {
+        None
+    }
+}
+
+/// Exchanges an API key for a browser session bound to it (SPEC §13): the key is checked as
+/// `X-API-Key` would be (401 when it fails), then must be an unrestricted live organization
+/// key (else 403). Answers the session's cookie and who signed in; the key is not kept.
+pub async fn exchange_key(
+    state: &AppState,
+    presented: &str,
+) -> Result<(HeaderValue, serde_json::Value), ApiError> {
+    let principal = crate::auth::principal_of_key(state, presented.trim())
+        .await
+        .map_err(|failure| {
+            state
+                .metrics
+                .record_auth_failure("key_session", failure.reason);
+            tracing::info!(
+                method = "key_session",
+                reason = failure.reason,
+                "sign-in refused"
+            );
+            ApiError::Unauthorized
+        })?;
+    if let Some(why) = exchange_refusal(&principal) {
+        return Err(ApiError::Forbidden {
+            message: format!("This key cannot sign in: {why}"),
+            required: None,
+        });
+    }
+    let key_hash = principal
+        .api_key()
+        .map(|k| k.key_hash)
+        .ok_or(ApiError::Unauthorized)?;
+    let now = state.now().millis();
+    let token = new_session_token();
+    let token_hash = hash_secret(token.expose());
+    let (user, organization) = (principal.user().clone(), principal.organization().clone());
+    let (user_id, organization_id) = (user.id, organization.id);
+    state
+        .store
+        .write_blocking(move |txn| {
+            insert_session(
+                txn,
+                &SessionRecord {
+                    token_hash,
+                    user_id,
+                    organization_id,
+                    created_at: now,
+                    expires_at: now + SESSION_MAX_AGE_SECS * 1000,
+                },
+            )?;
+            crate::store::sessions::bind_session_key(txn, &token_hash, &key_hash)
+        })
+        .await?;
+    let cookie = HeaderValue::from_str(&session_cookie(token.expose(), &state.config.public_url))
+        .map_err(|_| ApiError::Internal)?;
+    let who = json!({
+        "success": true,
+        "user": { "id": user.id },
+        "organization": { "id": organization.id, "name": organization.name, "slug": organization.slug },
+    });
+    Ok((cookie, who))
+}
+
+/// `POST /api/auth/key-session {apiKey}`: [`exchange_key`], answered as JSON with the cookie.
+pub async fn key_session(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let mut f = crate::api::input::Fields::parse(body)?;
+    let key = f.string("apiKey", 200, true);
+    f.finish()?;
+    let key = key.ok_or(ApiError::Internal)?;
+    let (cookie, who) = exchange_key(state, &key).await?;
+    let mut response = json_body(StatusCode::OK, &who);
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(no_store(response))
+}
+
 /// Deletes the session the cookie names and clears the cookie. From another origin (an `Origin`
 /// or `Referer` that is not ours, or a cookie without either) it is 403 and clears nothing, so a
 /// cross-site form cannot log anyone out.

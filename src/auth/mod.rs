@@ -350,6 +350,12 @@ async fn lookup_key(state: &AppState, token: &str) -> Result<Arc<Identity>, Auth
     Ok(identity)
 }
 
+/// An API key as a principal, by the same checks as `X-API-Key` (for the dashboard's key
+/// sign-in, SPEC §13).
+pub async fn principal_of_key(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
+    authenticate_api_key(state, token).await
+}
+
 async fn authenticate_api_key(state: &AppState, token: &str) -> Result<Principal, AuthFailure> {
     // A malformed or wrong-checksum `ek_` key is refused before any cache or database work.
     if api_key::classify_presented_key(token).is_none() {
@@ -390,6 +396,15 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
             let Some(session) = crate::store::sessions::find_live_session(txn, &hash, now)? else {
                 return Ok::<_, StoreError>(None);
             };
+            // A session exchanged for a key lives only while that key does (SPEC §13): revoked
+            // or regenerated (its hash is gone), disabled, or expired.
+            if let Some(bound) = crate::store::sessions::session_key(txn, &hash)? {
+                let alive = find_key_by_hash(txn, &bound)?
+                    .is_some_and(|key| key.is_active && key.expires_at.is_none_or(|at| at > now));
+                if !alive {
+                    return Ok(None);
+                }
+            }
             let org = get_org(txn, session.organization_id)?;
             let user = get_user(txn, session.user_id)?;
             Ok(org.zip(user))

@@ -8,7 +8,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this binary writes. Bump it only by appending to [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 13;
+pub const SCHEMA_VERSION: u64 = 14;
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -29,6 +29,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_domains_v11,
     add_certificates_v12,
     add_acme_pending_v13,
+    add_session_keys_v14,
 ];
 
 /// Version 1: every table exists (redb creates a table on first open in a write transaction).
@@ -197,6 +198,12 @@ fn add_certificates_v12(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Version 13: the ACME issuer's queue.
 fn add_acme_pending_v13(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACME_PENDING)?;
+    Ok(())
+}
+
+/// Version 14: sessions bound to the key they were exchanged for.
+fn add_session_keys_v14(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SESSION_KEYS)?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys::KeyHash;
-use super::tables::SESSIONS;
+use super::tables::{SESSION_KEYS, SESSIONS};
 use super::{ReadTx, StoreError, codec, get_record};
 
 /// Stored session. DISK FORMAT: field order is part of the encoding.
@@ -38,7 +38,26 @@ pub fn find_live_session(
 }
 
 pub fn delete_session(txn: &WriteTransaction, hash: &KeyHash) -> Result<bool, StoreError> {
+    txn.open_table(SESSION_KEYS)?.remove(&hash.0)?;
     Ok(txn.open_table(SESSIONS)?.remove(&hash.0)?.is_some())
+}
+
+/// Binds a session to the API key it was exchanged for (SPEC §13).
+pub fn bind_session_key(
+    txn: &WriteTransaction,
+    session: &KeyHash,
+    key: &KeyHash,
+) -> Result<(), StoreError> {
+    txn.open_table(SESSION_KEYS)?.insert(&session.0, &key.0)?;
+    Ok(())
+}
+
+/// The key a session was exchanged for, if it was.
+pub fn session_key(txn: &impl ReadTx, session: &KeyHash) -> Result<Option<KeyHash>, StoreError> {
+    Ok(txn
+        .read_table(SESSION_KEYS)?
+        .get(&session.0)?
+        .map(|v| KeyHash(*v.value())))
 }
 
 /// Removes every session expired at `now_millis`; answers how many.
@@ -54,5 +73,12 @@ pub fn purge_expired_sessions(txn: &WriteTransaction, now_millis: i64) -> Result
         // A record we cannot read is left for `check` to report, never silently dropped.
         Err(_) => true,
     })?;
+    // Bindings of sessions that are gone.
+    let live: std::collections::HashSet<[u8; 32]> = table
+        .iter()?
+        .filter_map(|row| row.ok().map(|(k, _)| *k.value()))
+        .collect();
+    txn.open_table(SESSION_KEYS)?
+        .retain(|session, _| live.contains(session))?;
     Ok(removed)
 }

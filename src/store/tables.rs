@@ -180,3 +180,8 @@ pub const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("cer
 /// Name → `acme::Pending`: names waiting for a certificate from the ACME issuer, with their
 /// failures and next attempt (SPEC §11). Schema 13.
 pub const ACME_PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("acme_pending_v1");
+
+/// sha256(session token) → sha256 of the API key it was exchanged for (SPEC §13): the session
+/// lives only while that key does. Schema 14.
+pub const SESSION_KEYS: TableDefinition<&[u8; 32], &[u8; 32]> =
+    TableDefinition::new("session_keys_v1");

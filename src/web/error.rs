@@ -77,7 +77,7 @@ impl ApiError {
         self.parts().1
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
         match self {
             ApiError::Validation { message, details } => (
                 StatusCode::BAD_REQUEST,

@@ -135,6 +135,12 @@ where
         &request_id,
     )
     .await;
+    // The pipeline's refusals on dashboard pages speak HTML: no session → the sign-in page.
+    if matches!(route, Route::DashboardPage | Route::DashboardForm)
+        && response.status().is_client_error()
+    {
+        response = crate::dashboard::refusal(response).await;
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.record_request(route.name(), status, elapsed);
@@ -585,6 +591,63 @@ where
     handle(state, route, &call).await
 }
 
+/// A dashboard page or form calling an API route for `principal` (SPEC §13): the route's own
+/// scope and permission declarations are checked as the pipeline checks them, then its handler
+/// runs with the same [`Call`] shape. Answers the JSON the API would answer, or its error. The
+/// page's own request already passed the pipeline (credential, CSRF, rate limit).
+pub async fn call_api(
+    state: &AppState,
+    principal: &Principal,
+    method: Method,
+    path_and_query: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let (path, _) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    // API routes only: a page never calls another page.
+    if !path.starts_with("/api/") {
+        return Err(ApiError::NotFound);
+    }
+    let route = parse_route(&method, path);
+    let needs = route.needs();
+    let Caller::Credential(requirement) = needs.caller else {
+        return Err(ApiError::NotFound);
+    };
+    check_scope(needs.scopes, principal.scope())?;
+    check_requirement(requirement, &principal.grant, principal.scope(), &method)?;
+    let mut builder = Request::builder().method(method).uri(path_and_query);
+    if body.is_some() {
+        builder = builder.header(header::CONTENT_TYPE, "application/json");
+    }
+    let (parts, ()) = builder
+        .body(())
+        .map_err(|_| ApiError::Internal)?
+        .into_parts();
+    let body = match body {
+        Some(value) => Bytes::from(serde_json::to_vec(&value).map_err(|_| ApiError::Internal)?),
+        None => Bytes::new(),
+    };
+    let call = Call {
+        principal: Some(principal.clone()),
+        new_wallet: None,
+        parts,
+        body,
+        rate: None,
+        request_id: "dashboard".into(),
+        started: Instant::now(),
+    };
+    // Boxed: the dashboard's handlers reach here from `handle` itself.
+    let response = Box::pin(handle(state, route, &call)).await?;
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, value))
+}
+
 /// The handler table: one handler per route, each given the same [`Call`].
 async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<Body>, ApiError> {
     match route {
@@ -607,6 +670,25 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::SiweVerify => api::signin::verify_siwe(state, &call.body).await,
         Route::SiwsVerify => api::signin::verify_siws(state, &call.body).await,
         Route::Logout => api::signin::logout(state, &call.parts.headers).await,
+        Route::KeySession => api::signin::key_session(state, &call.body).await,
+        Route::Root => Ok(crate::dashboard::redirect("/dashboard")),
+        Route::DashboardSignIn => Ok(crate::dashboard::sign_in_page(None, StatusCode::OK)),
+        Route::DashboardSignInForm => Ok(crate::dashboard::sign_in(state, &call.body).await),
+        Route::DashboardPage => Ok(crate::dashboard::page(
+            state,
+            call.principal()?,
+            call.parts.uri.path(),
+            call.query(),
+        )
+        .await),
+        Route::DashboardForm => Ok(crate::dashboard::form(
+            state,
+            call.principal()?,
+            call.parts.uri.path(),
+            &call.body,
+            &call.parts.headers,
+        )
+        .await),
         Route::Topup(amount) => api::topup::topup(state, call, amount).await,
         Route::ListModels => Ok(api::gateway::list_models(state)),
         Route::GetModel => api::gateway::get_model(state, call.parts.uri.path()),

@@ -194,6 +194,19 @@ pub enum Route {
     CaPem,
     /// Any request whose `Host` is an app's subdomain or verified domain (SPEC §11).
     AppPage(Uuid),
+    /// `POST /api/auth/key-session {apiKey}`: an API key exchanged for a session (SPEC §13).
+    KeySession,
+    /// `GET /`: to the dashboard.
+    Root,
+    /// `GET /dashboard/sign-in`: the sign-in page (public).
+    DashboardSignIn,
+    /// `POST /dashboard/sign-in`: the key sign-in form (like a sign-in: the client address's
+    /// bucket, our origin when one is sent).
+    DashboardSignInForm,
+    /// `GET /dashboard` and every page under it (SPEC §13).
+    DashboardPage,
+    /// `POST /dashboard/...`: a dashboard form.
+    DashboardForm,
     /// `GET /.well-known/acme-challenge/{token}` on any host: the ACME issuer's HTTP-01 answer.
     AcmeChallenge,
     SetAppWebhook(Uuid),
@@ -274,6 +287,12 @@ impl Route {
             Route::DomainsAllowed => "domains_allowed",
             Route::AppPage(_) => "app_page",
             Route::AcmeChallenge => "acme_challenge",
+            Route::KeySession => "key_session",
+            Route::Root => "root",
+            Route::DashboardSignIn => "dashboard_sign_in",
+            Route::DashboardSignInForm => "dashboard_sign_in_form",
+            Route::DashboardPage => "dashboard_page",
+            Route::DashboardForm => "dashboard_form",
             Route::CaPem => "ca_pem",
             Route::SetAppWebhook(_) => "apps_webhook_set",
             Route::RotateWebhookSecret(_) => "apps_webhook_rotate_secret",
@@ -296,6 +315,18 @@ impl Route {
             Route::DomainsAllowed | Route::AppPage(_) | Route::CaPem => Needs::public(),
             // The CA asks from its own addresses, a few times per order: no credential, no bucket.
             Route::AcmeChallenge => Needs::public(),
+            Route::Root | Route::DashboardSignIn => Needs::public(),
+            Route::DashboardSignInForm => Needs {
+                caller: Caller::ClientAddress,
+                body: BodyUse::Json,
+                origins: Origins::OursWhenPresent,
+                ..Needs::public()
+            },
+            // The organization's own credentials (a session, a key, a wallet); an app's key never.
+            Route::DashboardPage => Needs::credential(AnyCredential, Organization),
+            Route::DashboardForm => {
+                Needs::credential(AnyCredential, Organization).with_body(BodyUse::Json)
+            }
             // Logout acts on the cookie it is sent with (and checks its origin) or on nothing;
             // it may write, so it draws on the client address's bucket (SPEC §8).
             Route::Logout => Needs {
@@ -365,7 +396,7 @@ impl Route {
                 caller: Caller::ClientAddress,
                 ..Needs::public()
             },
-            Route::SiweVerify | Route::SiwsVerify => Needs {
+            Route::SiweVerify | Route::SiwsVerify | Route::KeySession => Needs {
                 caller: Caller::ClientAddress,
                 body: BodyUse::JsonOnly,
                 origins: Origins::OursWhenPresent,
@@ -438,6 +469,22 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
     }
     match segs {
         ["healthz"] => only(method, GET, GET_ALLOW, Route::Healthz),
+        [] => only(method, GET, GET_ALLOW, Route::Root),
+        ["dashboard"] => only(method, GET, GET_ALLOW, Route::DashboardPage),
+        ["dashboard", "sign-in"] => match *method {
+            Method::GET | Method::HEAD => Route::DashboardSignIn,
+            Method::POST => Route::DashboardSignInForm,
+            _ => Route::MethodNotAllowed {
+                allow: GET_POST_ALLOW,
+            },
+        },
+        ["dashboard", ..] => match *method {
+            Method::GET | Method::HEAD => Route::DashboardPage,
+            Method::POST => Route::DashboardForm,
+            _ => Route::MethodNotAllowed {
+                allow: GET_POST_ALLOW,
+            },
+        },
         [".well-known", "acme-challenge", _] => only(method, GET, GET_ALLOW, Route::AcmeChallenge),
         ["readyz"] => only(method, GET, GET_ALLOW, Route::Readyz),
         ["metrics"] => only(method, GET, GET_ALLOW, Route::Metrics),
@@ -446,6 +493,7 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
         ["api", "auth", "siws", "nonce"] => only(method, GET, GET_ALLOW, Route::SiwsNonce),
         ["api", "auth", "siws", "verify"] => only(method, POST, POST_ALLOW, Route::SiwsVerify),
         ["api", "auth", "logout"] => only(method, POST, POST_ALLOW, Route::Logout),
+        ["api", "auth", "key-session"] => only(method, POST, POST_ALLOW, Route::KeySession),
         ["api", "v1", rest @ ..] => match rest {
             ["auth", "whoami"] => only(method, GET, GET_ALLOW, Route::Whoami),
             ["dashboard"] => only(method, GET, GET_ALLOW, Route::Dashboard),
@@ -601,9 +649,22 @@ mod tests {
 
     #[test]
     fn unknown_and_odd_paths_are_404() {
+        // `/` is the dashboard's door (SPEC §13).
+        assert_eq!(parse_route(&Method::GET, "/"), Route::Root);
+        assert_eq!(
+            parse_route(&Method::GET, "/dashboard/apps/x"),
+            Route::DashboardPage
+        );
+        assert_eq!(
+            parse_route(&Method::POST, "/dashboard/keys"),
+            Route::DashboardForm
+        );
+        assert_eq!(
+            parse_route(&Method::POST, "/dashboard/sign-in"),
+            Route::DashboardSignInForm
+        );
         for path in [
             "",
-            "/",
             "healthz",
             "//healthz",
             "/healthz//",

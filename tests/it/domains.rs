@@ -292,9 +292,10 @@ async fn subdomains_and_verified_domains_are_served_and_released() {
     .await
     .assert_status(StatusCode::OK);
     assert_eq!(allowed(&server, "shop.example.test").await, 404);
-    on_host(&server, "shop.example.test", "/", "*/*")
-        .await
-        .assert_error(401, "UNAUTHORIZED");
+    // Released: the host gets the API again, whose `/` is the dashboard's door.
+    let released = on_host(&server, "shop.example.test", "/", "*/*").await;
+    released.assert_status(StatusCode::SEE_OTHER);
+    assert_eq!(released.header("location"), Some("/dashboard"));
     domains(
         &server,
         &stranger,
