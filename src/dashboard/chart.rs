@@ -15,7 +15,7 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 220.0;
 const LEFT: f64 = 56.0;
 const BOTTOM: f64 = 28.0;
-const TOP: f64 = 12.0;
+const TOP: f64 = 16.0;
 
 /// A "nice" upper bound for the axis: 1, 2 or 5 times a power of ten, at least `max`.
 pub fn nice_ceiling(max: f64) -> f64 {
@@ -68,7 +68,7 @@ pub fn bar_chart(id: &str, title: &str, unit: &str, points: &[Point]) -> Markup 
                 }
                 line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(TOP + plot_h) {}
                 line.axis x1=(LEFT) x2=(WIDTH - 8.0) y1=(TOP + plot_h) y2=(TOP + plot_h) {}
-                text.unit x="4" y=(TOP + 8.0) { (unit) }
+                text.unit x=(LEFT + 4.0) y=(TOP - 2.0) { (unit) }
                 @for (i, p) in points.iter().enumerate() {
                     @let h = if top > 0.0 { plot_h * (p.value / top).clamp(0.0, 1.0) } else { 0.0 };
                     @let x = LEFT + slot * i as f64 + (slot - bar) / 2.0;
@@ -76,14 +76,16 @@ pub fn bar_chart(id: &str, title: &str, unit: &str, points: &[Point]) -> Markup 
                         title { (p.label) ": " (p.shown) }
                     }
                     @if i % every == 0 {
-                        text.tick x=(x + bar / 2.0) y=(HEIGHT - 10.0) text-anchor="middle" { (p.label) }
+                        text.tick x=(x + bar / 2.0) y=(HEIGHT - 10.0) text-anchor="middle" { (axis_label(&p.label)) }
                     }
                 }
             }
             @if points.is_empty() {
                 p.muted { "No data for this period yet." }
             }
-            table {
+            details {
+                summary { "Table: " (title) }
+                table {
                 caption { (title) }
                 thead { tr { th scope="col" { "" } th scope="col" { (unit) } } }
                 tbody {
@@ -91,8 +93,22 @@ pub fn bar_chart(id: &str, title: &str, unit: &str, points: &[Point]) -> Markup 
                         tr { th scope="row" { (p.label) } td { (p.shown) } }
                     }
                 }
+                }
             }
         }
+    }
+}
+
+/// Under the axis a date shows as its day of the month; other labels are cut to 12 characters.
+fn axis_label(label: &str) -> String {
+    let b = label.as_bytes();
+    let date = b.len() == 10 && b.get(4) == Some(&b'-') && b.get(7) == Some(&b'-');
+    if date {
+        label.get(8..).unwrap_or(label).to_string()
+    } else if label.chars().count() > 12 {
+        format!("{}…", label.chars().take(11).collect::<String>())
+    } else {
+        label.to_string()
     }
 }
 
@@ -128,7 +144,9 @@ mod tests {
         let svg = bar_chart("daily", "Requests per day", "requests", &points).into_string();
         assert_eq!(svg.matches("<rect").count(), 2);
         assert!(svg.contains("Requests per day"));
-        assert!(svg.contains("<table>"));
+        assert!(svg.contains("<table>") && svg.contains("<details>"));
+        assert!(svg.contains(">01</text>"), "days under the axis: {svg}");
+        assert_eq!(axis_label("gpt-4o-mini-2024-07-18"), "gpt-4o-mini…");
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
         assert!(
             bar_chart("e", "Empty", "x", &[])

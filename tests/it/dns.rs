@@ -36,9 +36,18 @@ impl Dns {
         let zone = Arc::new(zone);
         let mut catalog = Catalog::new();
         catalog.upsert(origin.into(), vec![zone.clone()]);
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP on one port: a UDP port whose TCP twin is taken (by another test's
+        // listener) is dropped and another tried.
+        let mut pair = None;
+        for _ in 0..50 {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = socket.local_addr().unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                pair = Some((socket, addr, tcp));
+                break;
+            }
+        }
+        let (socket, addr, tcp) = pair.expect("a port free for both UDP and TCP");
         let mut server = Server::new(catalog);
         server.register_socket(socket);
         server.register_listener(tcp, std::time::Duration::from_secs(5), 4096);

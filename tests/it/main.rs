@@ -12,6 +12,7 @@ mod account;
 mod acme;
 mod apps;
 mod bootstrap;
+mod browser;
 mod dashboard;
 mod dns;
 mod domains;
