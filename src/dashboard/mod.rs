@@ -641,13 +641,19 @@ async fn app_page(
             (field_error(error, &f_hook, "url", true))
             fieldset.checks {
                 legend { "Events" }
-                @for ev in ["user.created", "usage.threshold", "error.occurred", "test"] {
+                @for ev in crate::store::webhooks::EVENTS {
                     @let on = items(hook, "events").iter().any(|e| e.as_str() == Some(ev));
                     label { input type="checkbox" name="events" value=(ev) checked[on]; " " (ev) }
                 }
             }
             (field_error(error, &f_hook, "events", false))
             button type="submit" { "Save webhook" }
+        }
+        @if !hook["url"].is_null() {
+            form method="post" action=(format!("{f_hook}/test")) {
+                button.secondary type="submit" { "Send a test event" }
+            }
+            (field_error(error, &format!("{f_hook}/test"), "webhook", true))
         }
         @if !items(&deliveries, "deliveries").is_empty() {
             h3 { "Deliveries" }
@@ -965,6 +971,9 @@ async fn act(
                         secret: (!secret.is_empty()).then(|| ("The webhook's signing secret".into(), secret)),
                     }
                 }),
+                ["webhook", "test"] => post(format!("{base}/webhook/test"), json!({}))
+                    .await
+                    .map(|_| done("Test event queued: it appears in the deliveries below.")),
                 ["redeliver"] => {
                     let delivery = field(fields, "delivery").unwrap_or_default();
                     post(format!("{base}/webhook/deliveries/{delivery}/redeliver"), json!({}))

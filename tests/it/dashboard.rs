@@ -426,3 +426,183 @@ async fn every_page_and_form_works_with_the_session_and_the_csrf_rule() {
     assert_eq!(after.header("location"), Some("/dashboard/sign-in"));
     crate::monetization::check_clean(&server);
 }
+
+#[tokio::test]
+async fn the_remaining_forms_act_through_the_api() {
+    let dns = crate::dns::Dns::start().await;
+    let server = TestServer::start_with({
+        let addr = dns.addr;
+        move |c| {
+            c.apps.dns_resolver = Some(addr);
+            c.apps.allow_private_webhooks = true;
+        }
+    })
+    .await;
+    let key = server.operator_key.clone();
+    let signed = server
+        .request(
+            Method::POST,
+            "/dashboard/sign-in",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("api_key={key}"),
+        )
+        .await;
+    let cookie = cookie_of(&signed);
+
+    // Disable, enable and regenerate a key by its forms.
+    let (id, plain, _) = server.create_key(json!({"name": "spare"})).await;
+    post_form(
+        &server,
+        &cookie,
+        &format!("/dashboard/keys/{id}/toggle"),
+        "is_active=false",
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    assert_eq!(server.whoami_status(&plain).await, 401);
+    post_form(
+        &server,
+        &cookie,
+        &format!("/dashboard/keys/{id}/toggle"),
+        "is_active=true",
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    assert_eq!(server.whoami_status(&plain).await, 200);
+    let regenerated = html(
+        &post_form(
+            &server,
+            &cookie,
+            &format!("/dashboard/keys/{id}/regenerate"),
+            "",
+        )
+        .await,
+    );
+    assert!(regenerated.contains("It will not be shown again."));
+    assert_eq!(server.whoami_status(&plain).await, 401);
+
+    let app = server
+        .operator_json(
+            Method::POST,
+            "/api/v1/apps",
+            json!({"name": "Shop", "app_url": "https://s.example"}),
+        )
+        .await
+        .json()["app"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let here = format!("/dashboard/apps/{app}");
+
+    // Withdraw with nothing available: the API's refusal, next to the amount.
+    let refused = post_form(
+        &server,
+        &cookie,
+        &format!("{here}/withdraw"),
+        "amount=5&idempotency_key=k1",
+    )
+    .await;
+    assert!(refused.status.is_client_error(), "{}", refused.status);
+    assert!(html(&refused).contains(&format!(r#"id="{here}/withdraw-amount-error""#)));
+
+    // The webhook: saved (its secret shown once), a test event, then its redelivery.
+    let saved = post_form(
+        &server,
+        &cookie,
+        &format!("{here}/webhook"),
+        "url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&events=user.created&events=error.occurred",
+    )
+    .await;
+    saved.assert_status(StatusCode::OK);
+    let text = html(&saved);
+    assert!(
+        text.contains("whsec_") && text.contains("It will not be shown again."),
+        "{text}"
+    );
+    post_form(&server, &cookie, &format!("{here}/webhook/test"), "")
+        .await
+        .assert_status(StatusCode::OK);
+    let deliveries = server
+        .operator_json(
+            Method::GET,
+            &format!("/api/v1/apps/{app}/webhook/deliveries"),
+            json!(null),
+        )
+        .await
+        .json();
+    let delivery = deliveries["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page_text = html(&page(&server, &cookie, &here).await);
+    assert!(page_text.contains(&delivery), "the delivery log lists it");
+    post_form(
+        &server,
+        &cookie,
+        &format!("{here}/redeliver"),
+        &format!("delivery={delivery}"),
+    )
+    .await
+    .assert_status(StatusCode::OK);
+
+    // A domain: verify before its TXT record (said next to the field), after it, then delete.
+    post_form(
+        &server,
+        &cookie,
+        &format!("{here}/domains"),
+        "domain=shop.example.test",
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    let early = post_form(
+        &server,
+        &cookie,
+        &format!("{here}/domains/verify"),
+        "domain=shop.example.test",
+    )
+    .await;
+    assert_eq!(early.status, StatusCode::BAD_REQUEST);
+    assert!(html(&early).contains("no TXT record"));
+    let listed = server
+        .operator_json(
+            Method::GET,
+            &format!("/api/v1/apps/{app}/domains"),
+            json!(null),
+        )
+        .await
+        .json();
+    dns.set_txt(
+        "_eliza-cloud-verify.shop.example.test.",
+        listed["domains"][0]["verificationRecord"]["value"]
+            .as_str()
+            .unwrap(),
+    )
+    .await;
+    let verified = post_form(
+        &server,
+        &cookie,
+        &format!("{here}/domains/verify"),
+        "domain=shop.example.test",
+    )
+    .await;
+    verified.assert_status(StatusCode::OK);
+    assert!(html(&verified).contains("Domain verified."));
+    post_form(
+        &server,
+        &cookie,
+        &format!("{here}/domains/delete"),
+        "domain=shop.example.test",
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    let listed = server
+        .operator_json(
+            Method::GET,
+            &format!("/api/v1/apps/{app}/domains"),
+            json!(null),
+        )
+        .await
+        .json();
+    assert_eq!(listed["domains"], json!([]));
+    crate::monetization::check_clean(&server);
+}
