@@ -65,17 +65,49 @@ pub fn siwe_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body
             chain_error("must be a positive decimal integer without leading zeros")
         })?,
     };
+    // `&address=0x…` (any case): the exact message to sign for it, so a page or an agent needs no
+    // keccak of its own (SPEC §5.1).
+    let address =
+        match first(&pairs, "address") {
+            None => None,
+            Some(text) => Some(crate::crypto::eth::Address::parse_any_case(text).map_err(
+                |_| ApiError::Validation {
+                    message: "address: must be a 0x-prefixed 40-hex-digit Ethereum address".into(),
+                    details: json!({ "address": "not an Ethereum address" }),
+                },
+            )?),
+        };
     let url = &state.config.public_url;
+    let now = state.now();
     let nonce = state
         .nonces
-        .issue(&NonceChain::Ethereum(chain_id), &url.url, state.now());
-    Ok(no_store(json_body(
-        StatusCode::OK,
-        &json!({
-            "nonce": nonce, "domain": url.host, "uri": url.url, "chainId": chain_id,
-            "version": "1", "statement": STATEMENT,
-        }),
-    )))
+        .issue(&NonceChain::Ethereum(chain_id), &url.url, now);
+    let mut answer = json!({
+        "nonce": nonce, "domain": url.host, "uri": url.url, "chainId": chain_id,
+        "version": "1", "statement": STATEMENT,
+    });
+    if let (Some(address), Some(fields)) = (address, answer.as_object_mut()) {
+        let message = SiweMessage {
+            scheme: None,
+            domain: url.host.clone(),
+            address,
+            statement: Some(STATEMENT.into()),
+            uri: url.url.clone(),
+            version: "1".into(),
+            chain_id,
+            nonce: nonce.clone(),
+            issued_at: crate::auth::siwe::MessageTime {
+                text: now.to_rfc3339(),
+                at: now,
+            },
+            expiration_time: None,
+            not_before: None,
+            request_id: None,
+            resources: Vec::new(),
+        };
+        fields.insert("message".into(), json!(message.print_unchecked()));
+    }
+    Ok(no_store(json_body(StatusCode::OK, &answer)))
 }
 
 pub fn siws_nonce(state: &AppState, query: Option<&str>) -> Result<Response<Body>, ApiError> {

@@ -69,8 +69,42 @@ fieldset{border:1px solid var(--line);border-radius:4px;margin:.5rem 0}
 /// select by hand.
 const COPY_SCRIPT: &str = r#"document.querySelectorAll('button[data-copy]').forEach(function(b){b.hidden=false;b.addEventListener('click',function(){var f=document.getElementById(b.dataset.copy);navigator.clipboard.writeText(f.value).then(function(){b.textContent='Copied';});});});"#;
 
-/// Signs in with a browser wallet by SIWE (the JSON routes), when one is present.
-const WALLET_SCRIPT: &str = r#"(function(){var e=window.ethereum,b=document.getElementById('wallet');if(!e||!b)return;b.hidden=false;var s=document.getElementById('wallet-status');b.addEventListener('click',async function(){try{var a=(await e.request({method:'eth_requestAccounts'}))[0];var c=parseInt(await e.request({method:'eth_chainId'}),16)||1;var n=await (await fetch('/api/auth/siwe/nonce?chainId='+c+'&address='+a)).json();var m=n.message;var h='0x'+Array.from(new TextEncoder().encode(m)).map(function(x){return x.toString(16).padStart(2,'0')}).join('');var sig=await e.request({method:'personal_sign',params:[h,a]});var r=await fetch('/api/auth/siwe/verify',{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify({message:m,signature:sig})});if(r.ok){location.href='/dashboard';}else{s.textContent='The wallet sign-in was refused.';}}catch(x){s.textContent='The wallet sign-in did not complete.';}});})();"#;
+/// Signs in with a browser wallet by SIWE (the JSON routes), when one is present: at load, or
+/// when the wallet announces itself later (`ethereum#initialized`, as MetaMask does).
+const WALLET_SCRIPT: &str = r#"(function () {
+  var button = document.getElementById('wallet');
+  var status = document.getElementById('wallet-status');
+  if (!button) return;
+  function hex(text) {
+    return '0x' + Array.from(new TextEncoder().encode(text))
+      .map(function (b) { return b.toString(16).padStart(2, '0'); }).join('');
+  }
+  async function signIn() {
+    var wallet = window.ethereum;
+    try {
+      var address = (await wallet.request({ method: 'eth_requestAccounts' }))[0];
+      var chain = parseInt(await wallet.request({ method: 'eth_chainId' }), 16) || 1;
+      var nonce = await (await fetch('/api/auth/siwe/nonce?chainId=' + chain + '&address=' + address)).json();
+      var signature = await wallet.request({ method: 'personal_sign', params: [hex(nonce.message), address] });
+      var answer = await fetch('/api/auth/siwe/verify', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ message: nonce.message, signature: signature })
+      });
+      if (answer.ok) { location.href = '/dashboard'; }
+      else { status.textContent = 'The wallet sign-in was refused.'; }
+    } catch (e) {
+      status.textContent = 'The wallet sign-in did not complete.';
+    }
+  }
+  function offer() {
+    if (!window.ethereum || !button.hidden) return;
+    button.hidden = false;
+    button.addEventListener('click', signIn);
+  }
+  offer();
+  window.addEventListener('ethereum#initialized', offer, { once: true });
+})();"#;
 
 /// A form's failure, shown next to its field.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +124,30 @@ pub struct Notice {
     pub secret: Option<(String, String)>,
 }
 
+/// The pages' policy: nothing but our own style and our two scripts (by their hashes), requests
+/// to ourselves, forms to ourselves, never in a frame.
+fn content_security_policy() -> Option<&'static HeaderValue> {
+    static CSP: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let hash = |text: &str| {
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text))
+            )
+        };
+        HeaderValue::from_str(&format!(
+            "default-src 'none'; style-src {}; script-src {} {}; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            hash(STYLE),
+            hash(COPY_SCRIPT),
+            hash(WALLET_SCRIPT)
+        ))
+        .ok()
+    })
+    .as_ref()
+}
+
 fn html_response(status: StatusCode, page: Markup) -> Response<Body> {
     let mut response = Response::new(full(page.into_string()));
     *response.status_mut() = status;
@@ -99,12 +157,9 @@ fn html_response(status: StatusCode, page: Markup) -> Response<Body> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    if let Some(csp) = content_security_policy() {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+    }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
@@ -444,13 +499,13 @@ async fn overview(state: &AppState, principal: &Principal) -> Page {
         h1 { "Overview" }
         div.cards {
             div.card { "Balance" strong { "$" (text(&org["creditBalance"])) } }
-            div.card { "Requests this month" strong { (text(&d["usage"]["requestsThisMonth"])) } }
+            div.card { "API requests this month" strong { (text(&d["usage"]["requestsThisMonth"])) } }
             div.card { "Cost this month" strong { "$" (text(&usage["totals"]["cost"])) } }
             div.card { "API keys" strong { (text(&d["apiKeys"]["active"])) " active" } }
             div.card { "Apps" strong { (text(&d["apps"]["total"])) } }
         }
         p.muted { "Plan: " (text(&org["plan"])) " · period " (text(&usage["period"])) }
-        (bar_chart("daily-requests", "Requests per day, this month", "requests", &daily_points(&usage, "daily", false)))
+        (bar_chart("daily-requests", "Metered calls per day, this month", "calls", &daily_points(&usage, "daily", false)))
         (bar_chart("daily-cost", "Cost per day, this month", "dollars", &daily_points(&usage, "daily", true)))
     };
     Ok(("Overview", "/dashboard", body))

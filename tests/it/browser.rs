@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (SPEC §13): headless Chromium driven over WebDriver
 //! (chromedriver, fantoccini) signs in with a key, reads the overview's chart, creates a key and
-//! an app (each shown once), opens every page, and fits a phone's width. Screenshots of each
+//! an app (each shown once), opens every page, fits a phone's width, and signs in again with a
+//! browser wallet (an injected provider whose signatures the test makes). Screenshots of each
 //! page go to `target/dashboard-screenshots/` for a person to look at.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (installed by `.ci/run`). Without them the
@@ -182,7 +183,7 @@ async fn chromium_signs_in_creates_a_key_and_an_app_and_reads_the_chart() {
         .text()
         .await
         .unwrap();
-    assert_eq!(caption, "Requests per day, this month");
+    assert_eq!(caption, "Metered calls per day, this month");
     let rows = client
         .find_all(Locator::Css("figure.chart table tbody tr"))
         .await
@@ -234,7 +235,6 @@ async fn chromium_signs_in_creates_a_key_and_an_app_and_reads_the_chart() {
     assert!(notice.contains("It will not be shown again."), "{notice}");
     shot(&client, "3-keys-created").await;
     assert_eq!(server.whoami_status(&secret).await, 200);
-    client.refresh().await.ok();
     client
         .goto(&format!("{origin}/dashboard/keys"))
         .await
@@ -367,5 +367,75 @@ async fn chromium_signs_in_creates_a_key_and_an_app_and_reads_the_chart() {
         client.current_url().await.unwrap().path(),
         "/dashboard/sign-in"
     );
+
+    // A browser wallet: a provider injected late (announced by `ethereum#initialized`, as
+    // MetaMask does) whose `personal_sign` hands the message to this test, which signs it with
+    // a secp256k1 key and hands the signature back.
+    let wallet = crate::signin::EvmWallet::new();
+    let provider = r#"
+        const address = arguments[0];
+        window.__toSign = null;
+        window.ethereum = { request: ({ method, params }) => {
+            if (method === 'eth_requestAccounts') return Promise.resolve([address]);
+            if (method === 'eth_chainId') return Promise.resolve('0x1');
+            if (method === 'personal_sign') return new Promise((resolve) => {
+                window.__toSign = params[0];
+                window.__signed = resolve;
+            });
+            return Promise.reject(new Error('unsupported'));
+        } };
+        window.dispatchEvent(new Event('ethereum#initialized'));
+    "#;
+    client
+        .execute(provider, vec![json!(wallet.address.to_checksum())])
+        .await
+        .unwrap();
+    let button = arrive(&client, Locator::Css("#wallet")).await;
+    assert!(
+        button.is_displayed().await.unwrap(),
+        "the wallet button shows"
+    );
+    button.click().await.unwrap();
+    let mut to_sign = None;
+    for _ in 0..300 {
+        let pending = client
+            .execute("return window.__toSign;", vec![])
+            .await
+            .unwrap();
+        if let Some(hex) = pending.as_str() {
+            to_sign = Some(hex.to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let to_sign = to_sign.expect("the page asked the wallet to sign");
+    let bytes: Vec<u8> = (2..to_sign.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&to_sign[i..i + 2], 16).unwrap())
+        .collect();
+    let message = String::from_utf8(bytes).unwrap();
+    assert!(message.contains(&wallet.address.to_checksum()), "{message}");
+    assert!(
+        message.starts_with(&format!("127.0.0.1:{port} wants you to sign in")),
+        "{message}"
+    );
+    client
+        .execute(
+            "window.__signed(arguments[0]);",
+            vec![json!(wallet.sign(&message))],
+        )
+        .await
+        .unwrap();
+    arrive(&client, Locator::Css("figure.chart")).await;
+    assert_eq!(client.current_url().await.unwrap().path(), "/dashboard");
+    let header = client
+        .find(Locator::Css("header"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(header.contains("Sign out"), "{header}");
+    shot(&client, "9-wallet-signed-in").await;
     client.close().await.unwrap();
 }

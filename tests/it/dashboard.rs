@@ -220,7 +220,7 @@ async fn every_page_and_form_works_with_the_session_and_the_csrf_rule() {
         overview.contains("Balance") && overview.contains("<svg"),
         "{overview}"
     );
-    assert!(overview.contains("<table>") && overview.contains("Requests per day"));
+    assert!(overview.contains("<table>") && overview.contains("Metered calls per day"));
     for path in [
         "/dashboard/keys",
         "/dashboard/apps",
@@ -231,6 +231,14 @@ async fn every_page_and_form_works_with_the_session_and_the_csrf_rule() {
         r.assert_status(StatusCode::OK);
         let text = html(&r);
         assert!(text.contains(r#"aria-current="page""#), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.starts_with("default-src 'none'")
+                && csp.contains("'sha256-")
+                && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
         assert!(!text.contains(&key), "{path} shows the key");
     }
     page(&server, &cookie, "/dashboard/nowhere")

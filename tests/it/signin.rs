@@ -951,3 +951,42 @@ async fn expired_sessions_are_refused_at_once_and_their_rows_deleted_by_the_serv
     // (That check deleted the fresh one too, by design of the probe.)
     assert_eq!(whoami(fresh).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_nonce_with_an_address_carries_the_exact_message_to_sign() {
+    let server = TestServer::start_with(|c| c.trust_proxy = true).await;
+    let wallet = EvmWallet::new();
+    let lower = wallet.address.to_lower_hex();
+    let n = nonce(
+        &server,
+        &format!("/api/auth/siwe/nonce?chainId=8453&address={lower}"),
+    )
+    .await;
+    let message = n["message"].as_str().unwrap().to_string();
+    let parsed = SiweMessage::parse(&message).unwrap();
+    assert_eq!(parsed.address, wallet.address);
+    assert!(message.contains(&wallet.address.to_checksum()));
+    assert_eq!(parsed.nonce, n["nonce"].as_str().unwrap());
+    assert_eq!(parsed.chain_id, 8453);
+    assert_eq!(parsed.domain, n["domain"].as_str().unwrap());
+    assert_eq!(parsed.issued_at.at, Timestamp(server.clock.now_millis()));
+    let signed = verify(
+        &server,
+        "/api/auth/siwe/verify",
+        &message,
+        &wallet.sign(&message),
+    )
+    .await;
+    signed.assert_status(StatusCode::OK);
+    for bad in [
+        "0x123",
+        "nope",
+        "0xZZ5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+    ] {
+        let r = server
+            .get(&format!("/api/auth/siwe/nonce?address={bad}"), &[])
+            .await;
+        let e = r.assert_error(400, "VALIDATION_ERROR");
+        assert_eq!(e["param"], "address", "{bad}");
+    }
+}
