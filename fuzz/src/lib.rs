@@ -82,6 +82,15 @@ pub fn stored_records(data: &[u8]) {
 /// Query strings: parsing never panics, and what parses survives re-encoding every byte.
 pub fn query_string(data: &[u8]) {
     use eliza_cloud::web::query::parse_query;
+    // A dashboard form body (any bytes): fields or a clear error, never a panic; `+` is a space.
+    if let Ok(fields) = eliza_cloud::dashboard::form_fields(data) {
+        assert!(
+            fields
+                .iter()
+                .all(|(k, v)| !k.contains('+') && !v.contains('+'))
+                || data.contains(&b'%')
+        );
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

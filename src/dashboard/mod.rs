@@ -770,6 +770,14 @@ async fn credits_page(state: &AppState, principal: &Principal, query: Option<&st
         h1 { "Credits" }
         div.cards { div.card { "Balance" strong { "$" (text(&credits["balance"])) } } }
         h2 { "Transactions" }
+        @let page_no = credits["page"].as_u64().unwrap_or(1);
+        @let per = credits["limit"].as_u64().unwrap_or(20).max(1);
+        @let total = credits["total"].as_u64().unwrap_or(0);
+        nav aria-label="Transaction pages" {
+            @if page_no > 1 { a href=(format!("/dashboard/credits?page={}", page_no - 1)) { "Newer" } " " }
+            span.muted { "Page " (page_no) " of " (total.div_ceil(per).max(1)) }
+            @if page_no * per < total { " " a href=(format!("/dashboard/credits?page={}", page_no + 1)) { "Older" } }
+        }
         div.scroll { table {
             thead { tr { th scope="col" { "When" } th scope="col" { "Type" } th scope="col" { "Amount" } th scope="col" { "Description" } } }
             tbody { @for t in items(&credits, "transactions") {
@@ -1070,5 +1078,46 @@ async fn act(
             (form, outcome)
         }
         _ => ("/dashboard".into(), Err(ApiError::NotFound)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_bodies_decode_plus_and_percent_and_refuse_what_is_not_a_form() {
+        let fields = form_fields(b"name=From+the+form&app_url=https%3A%2F%2Fa.example&x=").unwrap();
+        assert_eq!(field(&fields, "name"), Some("From the form"));
+        assert_eq!(field(&fields, "app_url"), Some("https://a.example"));
+        assert_eq!(field(&fields, "x"), None, "an empty field is absent");
+        assert_eq!(
+            all_of(&form_fields(b"p=chat&p=apps").unwrap(), "p"),
+            vec!["chat", "apps"]
+        );
+        assert!(form_fields(b"a=%ZZ").is_err());
+        assert!(form_fields(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn dollars_keep_their_text_or_let_the_api_name_the_field() {
+        assert_eq!(dollars(Some("0.000001")).to_string(), "0.000001");
+        assert_eq!(dollars(None).to_string(), "0");
+        assert_eq!(dollars(Some("ten")), Value::String("ten".into()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_form_body_parses_or_errs_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = form_fields(&body);
+        }
+
+        #[test]
+        fn encoded_fields_come_back(pairs in proptest::collection::vec(("[a-z]{1,8}", "\\PC{0,20}"), 0..6)) {
+            let encode = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+            let body = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
+            let back = form_fields(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(back, pairs);
+        }
     }
 }
