@@ -10,6 +10,7 @@ pub mod earnings;
 pub mod gateway;
 pub mod input;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 pub mod signin;
 pub mod topup;

@@ -672,6 +672,7 @@ async fn handle(state: &AppState, route: Route, call: &Call) -> Result<Response<
         Route::Logout => api::signin::logout(state, &call.parts.headers).await,
         Route::KeySession => api::signin::key_session(state, &call.body).await,
         Route::Root => Ok(crate::dashboard::redirect("/dashboard")),
+        Route::OpenApi => Ok(api::openapi::serve(state)),
         Route::DashboardSignIn => Ok(crate::dashboard::sign_in_page(None, StatusCode::OK)),
         Route::DashboardSignInForm => Ok(crate::dashboard::sign_in(state, &call.body).await),
         Route::DashboardPage => Ok(crate::dashboard::page(

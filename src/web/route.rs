@@ -198,6 +198,8 @@ pub enum Route {
     KeySession,
     /// `GET /`: to the dashboard.
     Root,
+    /// `GET /api/openapi.json`: the API document (SPEC §14), public.
+    OpenApi,
     /// `GET /dashboard/sign-in`: the sign-in page (public).
     DashboardSignIn,
     /// `POST /dashboard/sign-in`: the key sign-in form (like a sign-in: the client address's
@@ -289,6 +291,7 @@ impl Route {
             Route::AcmeChallenge => "acme_challenge",
             Route::KeySession => "key_session",
             Route::Root => "root",
+            Route::OpenApi => "openapi",
             Route::DashboardSignIn => "dashboard_sign_in",
             Route::DashboardSignInForm => "dashboard_sign_in_form",
             Route::DashboardPage => "dashboard_page",
@@ -315,7 +318,7 @@ impl Route {
             Route::DomainsAllowed | Route::AppPage(_) | Route::CaPem => Needs::public(),
             // The CA asks from its own addresses, a few times per order: no credential, no bucket.
             Route::AcmeChallenge => Needs::public(),
-            Route::Root | Route::DashboardSignIn => Needs::public(),
+            Route::Root | Route::DashboardSignIn | Route::OpenApi => Needs::public(),
             Route::DashboardSignInForm => Needs {
                 caller: Caller::ClientAddress,
                 body: BodyUse::Json,
@@ -494,6 +497,7 @@ pub fn parse_route(method: &Method, path: &str) -> Route {
         ["api", "auth", "siws", "verify"] => only(method, POST, POST_ALLOW, Route::SiwsVerify),
         ["api", "auth", "logout"] => only(method, POST, POST_ALLOW, Route::Logout),
         ["api", "auth", "key-session"] => only(method, POST, POST_ALLOW, Route::KeySession),
+        ["api", "openapi.json"] => only(method, GET, GET_ALLOW, Route::OpenApi),
         ["api", "v1", rest @ ..] => match rest {
             ["auth", "whoami"] => only(method, GET, GET_ALLOW, Route::Whoami),
             ["dashboard"] => only(method, GET, GET_ALLOW, Route::Dashboard),

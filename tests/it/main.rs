@@ -23,6 +23,7 @@ mod keys;
 mod logging;
 mod monetization;
 mod offline;
+mod openapi;
 mod rate_limits;
 mod reach;
 mod receiver;

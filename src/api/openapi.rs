@@ -1,0 +1,970 @@
+//! `GET /api/openapi.json` (SPEC §14): an OpenAPI 3.1 document of every route, built from one
+//! table ([`OPERATIONS`]). A test routes every operation's method and path through
+//! [`crate::web::route::parse_route`] and checks it lands on the route of that name, and that
+//! every route the router knows has an operation: the document cannot drift from the code.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::state::AppState;
+use crate::web::body::{Body, full};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential.
+    Public,
+    /// An organization's or app's credential: key, bearer, session, wallet headers.
+    Credential,
+    /// A credential, or an x402 payment instead (pay per request).
+    CredentialOrPayment,
+    /// An x402 payment (a credential, if any, names whom to credit).
+    Payment,
+}
+
+/// What an operation's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    None,
+    /// JSON, with these required properties (strings unless said otherwise by the schema
+    /// name in [`body_schema`]).
+    Json(&'static str),
+    /// A dashboard form, `application/x-www-form-urlencoded`.
+    Form,
+}
+
+/// What a success answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Json(u16),
+    Html,
+    /// A redirect (303).
+    Redirect,
+    Text(&'static str),
+    /// The chat route: JSON, or an event stream when `stream` is true.
+    JsonOrStream,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub method: &'static str,
+    /// With `{id}`, `{key}`, `{delivery}`, `{amount}`, `{model}`, `{token}`, `{page}` parameters.
+    pub path: &'static str,
+    /// The route's name (`Route::name`): the operation id.
+    pub id: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    pub body: Request,
+    pub answer: Answer,
+}
+
+// One row of the table, positionally, so the table reads as a table.
+#[allow(clippy::too_many_arguments)]
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    access: Access,
+    body: Request,
+    answer: Answer,
+) -> Operation {
+    Operation {
+        method,
+        path,
+        id,
+        tag,
+        summary,
+        access,
+        body,
+        answer,
+    }
+}
+
+use Access::{Credential, CredentialOrPayment, Payment, Public};
+use Answer::{Html, Json, JsonOrStream, Redirect, Text};
+use Request::{Form, Json as Body_, None as NoBody};
+
+/// Every operation of the contract.
+pub const OPERATIONS: &[Operation] = &[
+    op(
+        "get",
+        "/healthz",
+        "healthz",
+        "operations",
+        "Liveness",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/readyz",
+        "readyz",
+        "operations",
+        "Readiness (the store answers)",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/metrics",
+        "metrics",
+        "operations",
+        "Prometheus metrics",
+        Public,
+        NoBody,
+        Text("text/plain"),
+    ),
+    op(
+        "get",
+        "/api/openapi.json",
+        "openapi",
+        "operations",
+        "This document",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/auth/siwe/nonce",
+        "siwe_nonce",
+        "sign-in",
+        "A Sign-In With Ethereum nonce (and the message for `address`)",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/auth/siwe/verify",
+        "siwe_verify",
+        "sign-in",
+        "Sign in with an EIP-4361 message and its signature",
+        Public,
+        Body_("signin"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/auth/siws/nonce",
+        "siws_nonce",
+        "sign-in",
+        "A Sign-In With Solana nonce",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/auth/siws/verify",
+        "siws_verify",
+        "sign-in",
+        "Sign in with a Solana message and its signature",
+        Public,
+        Body_("signin"),
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/auth/logout",
+        "logout",
+        "sign-in",
+        "End the session of the cookie",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/auth/key-session",
+        "key_session",
+        "sign-in",
+        "Exchange an unrestricted live key for a session cookie",
+        Public,
+        Body_("key_session"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/auth/whoami",
+        "auth_whoami",
+        "identity",
+        "Who the credential is",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/dashboard",
+        "dashboard",
+        "identity",
+        "The organization at a glance",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/credits",
+        "credits",
+        "credits",
+        "Balance and ledger transactions",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/topup/{amount}",
+        "topup",
+        "credits",
+        "Buy credits with an x402 payment",
+        Payment,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/api-keys",
+        "api_keys_list",
+        "keys",
+        "The organization's keys",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/api-keys",
+        "api_keys_create",
+        "keys",
+        "Create a key (shown once)",
+        Credential,
+        Body_("key"),
+        Json(201),
+    ),
+    op(
+        "patch",
+        "/api/v1/api-keys/{key}",
+        "api_keys_update",
+        "keys",
+        "Change a key",
+        Credential,
+        Body_("object"),
+        Json(200),
+    ),
+    op(
+        "delete",
+        "/api/v1/api-keys/{key}",
+        "api_keys_delete",
+        "keys",
+        "Revoke a key",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/api-keys/{key}/regenerate",
+        "api_keys_regenerate",
+        "keys",
+        "A new secret for a key (shown once)",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/models",
+        "models_list",
+        "gateway",
+        "The models",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/models/{model}",
+        "models_get",
+        "gateway",
+        "One model",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/chat/completions",
+        "chat_completions",
+        "gateway",
+        "OpenAI-compatible chat completion, metered",
+        CredentialOrPayment,
+        Body_("chat"),
+        JsonOrStream,
+    ),
+    op(
+        "post",
+        "/api/v1/embeddings",
+        "embeddings",
+        "gateway",
+        "OpenAI-compatible embeddings, metered",
+        CredentialOrPayment,
+        Body_("embeddings"),
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/images/generations",
+        "images_generations",
+        "gateway",
+        "OpenAI-compatible image generation, metered",
+        CredentialOrPayment,
+        Body_("images"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/usage",
+        "usage",
+        "usage",
+        "A month's usage by day, model, key and app",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps",
+        "apps_list",
+        "apps",
+        "The organization's apps",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps",
+        "apps_create",
+        "apps",
+        "Create an app (its key shown once)",
+        Credential,
+        Body_("app"),
+        Json(201),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/check-name",
+        "apps_check_name",
+        "apps",
+        "Whether an app name is free",
+        Credential,
+        Body_("name"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}",
+        "apps_get",
+        "apps",
+        "One app",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "patch",
+        "/api/v1/apps/{id}",
+        "apps_update",
+        "apps",
+        "Change an app",
+        Credential,
+        Body_("object"),
+        Json(200),
+    ),
+    op(
+        "delete",
+        "/api/v1/apps/{id}",
+        "apps_delete",
+        "apps",
+        "Delete an app",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/regenerate-api-key",
+        "apps_regenerate_key",
+        "apps",
+        "A new key for an app (shown once)",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/analytics",
+        "apps_analytics",
+        "apps",
+        "An app's requests, costs and users",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/users",
+        "apps_users",
+        "apps",
+        "An app's end users",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/monetization",
+        "apps_monetization_get",
+        "apps",
+        "An app's prices",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/monetization",
+        "apps_monetization_set",
+        "apps",
+        "Set an app's prices",
+        Credential,
+        Body_("object"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/earnings",
+        "apps_earnings",
+        "apps",
+        "An app's earnings",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/earnings/withdraw",
+        "apps_earnings_withdraw",
+        "apps",
+        "Withdraw earnings into credits",
+        Credential,
+        Body_("withdraw"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/webhook",
+        "apps_webhook_get",
+        "webhooks",
+        "An app's webhook",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/webhook",
+        "apps_webhook_set",
+        "webhooks",
+        "Set an app's webhook",
+        Credential,
+        Body_("object"),
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/webhook/rotate-secret",
+        "apps_webhook_rotate_secret",
+        "webhooks",
+        "A new signing secret (both sign for 24 h)",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/webhook/test",
+        "apps_webhook_test",
+        "webhooks",
+        "Queue a test event",
+        Credential,
+        NoBody,
+        Json(202),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/webhook/deliveries",
+        "apps_webhook_deliveries",
+        "webhooks",
+        "The delivery log",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/webhook/deliveries/{delivery}/redeliver",
+        "apps_webhook_redeliver",
+        "webhooks",
+        "Send a delivery again",
+        Credential,
+        NoBody,
+        Json(202),
+    ),
+    op(
+        "get",
+        "/api/v1/apps/{id}/domains",
+        "apps_domains_list",
+        "domains",
+        "An app's domains",
+        Credential,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/domains",
+        "apps_domains_add",
+        "domains",
+        "Claim a domain (its TXT record)",
+        Credential,
+        Body_("domain"),
+        Json(201),
+    ),
+    op(
+        "delete",
+        "/api/v1/apps/{id}/domains",
+        "apps_domains_delete",
+        "domains",
+        "Release a domain",
+        Credential,
+        Body_("domain"),
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/domains/verify",
+        "apps_domains_verify",
+        "domains",
+        "Look the TXT record up",
+        Credential,
+        Body_("domain"),
+        Json(200),
+    ),
+    op(
+        "post",
+        "/api/v1/apps/{id}/domains/status",
+        "apps_domains_status",
+        "domains",
+        "A domain's verification and certificate",
+        Credential,
+        Body_("domain"),
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/domains/allowed",
+        "domains_allowed",
+        "domains",
+        "Whether this server serves a host (a proxy's on-demand TLS check)",
+        Public,
+        NoBody,
+        Json(200),
+    ),
+    op(
+        "get",
+        "/api/v1/ca.pem",
+        "ca_pem",
+        "domains",
+        "The local CA's certificate",
+        Public,
+        NoBody,
+        Text("application/x-pem-file"),
+    ),
+    op(
+        "get",
+        "/.well-known/acme-challenge/{token}",
+        "acme_challenge",
+        "domains",
+        "An ACME HTTP-01 answer (any host)",
+        Public,
+        NoBody,
+        Text("application/octet-stream"),
+    ),
+    op(
+        "get",
+        "/",
+        "root",
+        "dashboard",
+        "To the dashboard",
+        Public,
+        NoBody,
+        Redirect,
+    ),
+    op(
+        "get",
+        "/dashboard/sign-in",
+        "dashboard_sign_in",
+        "dashboard",
+        "The sign-in page",
+        Public,
+        NoBody,
+        Html,
+    ),
+    op(
+        "post",
+        "/dashboard/sign-in",
+        "dashboard_sign_in_form",
+        "dashboard",
+        "Sign in with a key (form)",
+        Public,
+        Form,
+        Redirect,
+    ),
+    op(
+        "get",
+        "/dashboard/{page}",
+        "dashboard_page",
+        "dashboard",
+        "A dashboard page",
+        Credential,
+        NoBody,
+        Html,
+    ),
+    op(
+        "post",
+        "/dashboard/{page}",
+        "dashboard_form",
+        "dashboard",
+        "A dashboard form",
+        Credential,
+        Form,
+        Html,
+    ),
+];
+
+/// Routes with no operation of their own: answers of the router itself, and the app page, which
+/// is chosen by `Host`, not by path.
+pub const NOT_OPERATIONS: &[&str] = &[
+    "cors_preflight",
+    "not_found",
+    "method_not_allowed",
+    "app_page",
+];
+
+fn error_ref() -> Value {
+    json!({ "$ref": "#/components/schemas/Error" })
+}
+
+fn body_schema(name: &str) -> Value {
+    let strings = |names: &[&str]| {
+        let props: Map<String, Value> = names
+            .iter()
+            .map(|n| (n.to_string(), json!({ "type": "string" })))
+            .collect();
+        json!({ "type": "object", "required": names, "properties": props })
+    };
+    match name {
+        "signin" => strings(&["message", "signature"]),
+        "key_session" => strings(&["apiKey"]),
+        "key" | "name" => strings(&["name"]),
+        "app" => strings(&["name", "app_url"]),
+        "domain" => strings(&["domain"]),
+        "withdraw" => json!({
+            "type": "object", "required": ["amount"],
+            "properties": { "amount": { "type": ["number", "string"] }, "idempotency_key": { "type": "string" } }
+        }),
+        "chat" => json!({
+            "type": "object", "required": ["model", "messages"],
+            "properties": { "model": { "type": "string" }, "messages": { "type": "array" }, "stream": { "type": "boolean" } }
+        }),
+        "embeddings" => json!({
+            "type": "object", "required": ["model", "input"],
+            "properties": { "model": { "type": "string" }, "input": {} }
+        }),
+        "images" => json!({
+            "type": "object", "required": ["prompt"],
+            "properties": { "model": { "type": "string" }, "prompt": { "type": "string" } }
+        }),
+        _ => json!({ "type": "object" }),
+    }
+}
+
+fn parameters(path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for part in path.split('/') {
+        if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let schema = match name {
+                "id" | "key" => json!({ "type": "string", "format": "uuid" }),
+                _ => json!({ "type": "string" }),
+            };
+            out.push(json!({ "name": name, "in": "path", "required": true, "schema": schema }));
+        }
+    }
+    out
+}
+
+fn security(access: Access) -> Value {
+    let credential = json!([
+        { "apiKey": [] }, { "bearer": [] }, { "session": [] },
+        { "walletAddress": [], "walletSignature": [], "walletTimestamp": [] }
+    ]);
+    match access {
+        Public => json!([]),
+        Credential => credential,
+        CredentialOrPayment | Payment => {
+            let mut all = credential.as_array().cloned().unwrap_or_default();
+            all.push(json!({ "x402": [] }));
+            if access == Payment {
+                all.push(json!({}));
+            }
+            Value::Array(all)
+        }
+    }
+}
+
+fn responses(o: &Operation) -> Value {
+    let mut out = Map::new();
+    let envelope = json!({ "description": "An error, in the envelope", "content": { "application/json": { "schema": error_ref() } } });
+    match o.answer {
+        Json(status) => {
+            out.insert(
+                status.to_string(),
+                json!({ "description": "Success", "content": { "application/json": { "schema": { "type": "object" } } } }),
+            );
+        }
+        JsonOrStream => {
+            out.insert(
+                "200".into(),
+                json!({ "description": "The completion, or its event stream with `stream: true`", "content": {
+                    "application/json": { "schema": { "type": "object" } },
+                    "text/event-stream": { "schema": { "type": "string" } }
+                } }),
+            );
+        }
+        Html => {
+            out.insert(
+                "200".into(),
+                json!({ "description": "The page", "content": { "text/html": { "schema": { "type": "string" } } } }),
+            );
+        }
+        Redirect => {
+            out.insert(
+                "303".into(),
+                json!({ "description": "Where to go next", "headers": { "Location": { "schema": { "type": "string" } } } }),
+            );
+        }
+        Text(kind) => {
+            out.insert(
+                "200".into(),
+                json!({ "description": "Success", "content": { kind: { "schema": { "type": "string" } } } }),
+            );
+        }
+    }
+    if matches!(o.access, Payment | CredentialOrPayment) {
+        out.insert(
+            "402".into(),
+            json!({ "description": "Payment required: the x402 requirements", "content": { "application/json": { "schema": { "type": "object" } } } }),
+        );
+    }
+    // Every status the contract allows, in the envelope (§2).
+    out.insert("default".into(), envelope);
+    Value::Object(out)
+}
+
+/// The document, for this server's public URL.
+pub fn document(public_url: &str) -> Value {
+    let mut paths = Map::new();
+    for o in OPERATIONS {
+        let mut operation = json!({
+            "operationId": o.id,
+            "summary": o.summary,
+            "tags": [o.tag],
+            "security": security(o.access),
+            "responses": responses(o),
+        });
+        let params = parameters(o.path);
+        if let (false, Some(map)) = (params.is_empty(), operation.as_object_mut()) {
+            map.insert("parameters".into(), Value::Array(params));
+        }
+        let request = match o.body {
+            NoBody => None,
+            Body_(name) => Some(
+                json!({ "required": true, "content": { "application/json": { "schema": body_schema(name) } } }),
+            ),
+            Form => Some(
+                json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object" } } } }),
+            ),
+        };
+        if let (Some(request), Some(map)) = (request, operation.as_object_mut()) {
+            map.insert("requestBody".into(), request);
+        }
+        let item = paths.entry(o.path.to_string()).or_insert_with(|| json!({}));
+        if let Some(item) = item.as_object_mut() {
+            item.insert(o.method.to_string(), operation);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "eliza-cloud",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The self-hosted elizaOS Cloud identity, billing, gateway and app layer (SPEC). Errors use one envelope; see the Error schema."
+        },
+        "servers": [{ "url": public_url }],
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": {
+                        "type": "object",
+                        "required": ["code", "type", "param", "message", "requestId"],
+                        "properties": {
+                            "code": { "type": "string" },
+                            "type": { "type": "string", "enum": ["invalid_request_error", "authentication_error", "insufficient_quota", "permission_error", "rate_limit_error", "api_error"] },
+                            "param": { "type": ["string", "null"] },
+                            "message": { "type": "string" },
+                            "requestId": { "type": "string" },
+                            "details": {}
+                        }
+                    } }
+                }
+            },
+            "securitySchemes": {
+                "apiKey": { "type": "apiKey", "in": "header", "name": "X-API-Key" },
+                "bearer": { "type": "http", "scheme": "bearer", "description": "An API key as a bearer token" },
+                "session": { "type": "apiKey", "in": "cookie", "name": "eliza_session" },
+                "walletAddress": { "type": "apiKey", "in": "header", "name": "X-Wallet-Address" },
+                "walletSignature": { "type": "apiKey", "in": "header", "name": "X-Wallet-Signature" },
+                "walletTimestamp": { "type": "apiKey", "in": "header", "name": "X-Timestamp" },
+                "x402": { "type": "apiKey", "in": "header", "name": "X-PAYMENT", "description": "An x402 payment (v1; PAYMENT-SIGNATURE for v2)" }
+            }
+        }
+    })
+}
+
+/// `GET /api/openapi.json`.
+pub fn serve(state: &AppState) -> Response<Body> {
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let bytes = DOC
+        .get_or_init(|| {
+            serde_json::to_vec(&document(&state.config.public_url.url)).unwrap_or_default()
+        })
+        .clone();
+    let mut response = Response::new(full(bytes));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::route::parse_route;
+
+    fn example(path: &str) -> String {
+        path.replace("{id}", "7f0c3e5e-6f36-4c39-9b7e-2f1a7c3d9e10")
+            .replace("{key}", "0b8f7f6e-1d2c-4b3a-8e9f-0a1b2c3d4e5f")
+            .replace("{delivery}", "msg_00")
+            .replace("{amount}", "10")
+            .replace("{model}", "gpt-4o-mini")
+            .replace("{token}", "abc")
+            .replace("{page}", "keys")
+    }
+
+    /// Every name `Route::name` can answer, read from its source: a new route without an
+    /// operation fails here.
+    fn route_names() -> Vec<String> {
+        let source = include_str!("../web/route.rs");
+        let start = source.find("pub const fn name(self)").unwrap_or(0);
+        let end = source[start..]
+            .find("pub const fn needs")
+            .map_or(source.len(), |e| start + e);
+        source[start..end]
+            .split("=> \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_operation_routes_to_the_route_of_its_name() {
+        for o in OPERATIONS {
+            let method = http::Method::from_bytes(o.method.to_uppercase().as_bytes()).unwrap();
+            let route = parse_route(&method, &example(o.path));
+            assert_eq!(route.name(), o.id, "{} {}", o.method, o.path);
+        }
+    }
+
+    #[test]
+    fn every_route_has_an_operation_and_no_operation_is_twice() {
+        let names = route_names();
+        assert!(names.len() > 50, "{names:?}");
+        for name in &names {
+            let documented = OPERATIONS.iter().any(|o| o.id == name);
+            assert!(
+                documented || NOT_OPERATIONS.contains(&name.as_str()),
+                "route {name} has no operation in the OpenAPI document"
+            );
+        }
+        for o in OPERATIONS {
+            assert!(
+                names.iter().any(|n| n == o.id),
+                "operation {} has no route",
+                o.id
+            );
+            let same = OPERATIONS
+                .iter()
+                .filter(|p| p.id == o.id && p.method == o.method)
+                .count();
+            assert_eq!(same, 1, "{}", o.id);
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_the_envelope_and_the_security_schemes() {
+        let doc = document("http://localhost:3000");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        let count: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(count, OPERATIONS.len());
+        for scheme in ["apiKey", "bearer", "session", "walletSignature", "x402"] {
+            assert!(
+                doc["components"]["securitySchemes"][scheme].is_object(),
+                "{scheme}"
+            );
+        }
+        let chat = &doc["paths"]["/api/v1/chat/completions"]["post"];
+        assert!(chat["responses"]["402"].is_object());
+        assert_eq!(
+            chat["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
+        let key = &doc["paths"]["/api/v1/api-keys/{key}"]["patch"];
+        assert_eq!(key["parameters"][0]["name"], "key");
+    }
+}
