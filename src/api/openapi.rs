@@ -684,7 +684,10 @@ fn body_schema(name: &str) -> Value {
     };
     match name {
         "signin" => strings(&["message", "signature"]),
-        "key_session" => strings(&["apiKey"]),
+        "key_session" => json!({
+            "type": "object", "required": ["apiKey"],
+            "properties": { "apiKey": { "type": "string", "maxLength": 200 } }
+        }),
         "key" | "name" => strings(&["name"]),
         "app" => strings(&["name", "app_url"]),
         "domain" => strings(&["domain"]),
@@ -722,13 +725,20 @@ fn parameters(path: &str) -> Vec<Value> {
     out
 }
 
-fn security(access: Access) -> Value {
+fn security(o: &Operation) -> Value {
+    let access = o.access;
     let credential = json!([
         { "apiKey": [] }, { "bearer": [] }, { "session": [] },
         { "walletAddress": [], "walletSignature": [], "walletTimestamp": [] }
     ]);
     match access {
         Public => json!([]),
+        // A browser without a session is sent to sign in (303), not refused.
+        Credential if o.answer == Html => {
+            let mut all = credential.as_array().cloned().unwrap_or_default();
+            all.push(json!({}));
+            Value::Array(all)
+        }
         Credential => credential,
         CredentialOrPayment | Payment => {
             let mut all = credential.as_array().cloned().unwrap_or_default();
@@ -765,6 +775,12 @@ fn responses(o: &Operation) -> Value {
                 "200".into(),
                 json!({ "description": "The page", "content": { "text/html": { "schema": { "type": "string" } } } }),
             );
+            if o.access == Credential {
+                out.insert(
+                    "303".into(),
+                    json!({ "description": "Without a session: to the sign-in page", "headers": { "Location": { "schema": { "type": "string" } } } }),
+                );
+            }
         }
         Redirect => {
             out.insert(
@@ -798,7 +814,7 @@ pub fn document(public_url: &str) -> Value {
             "operationId": o.id,
             "summary": o.summary,
             "tags": [o.tag],
-            "security": security(o.access),
+            "security": security(o),
             "responses": responses(o),
         });
         let params = parameters(o.path);
