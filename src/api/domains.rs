@@ -240,7 +240,7 @@ pub async fn verify(
                 return Err(ApiError::NotFound);
             }
             mark_verified(txn, id, &name, now)?;
-            match acme {
+            match acme.filter(|_| crate::domains::acme::orderable(&name)) {
                 // Queued for the ACME CA in the same transaction; the orderer is woken after
                 // the commit, and serves the certificate once it arrives.
                 Some(acme) => {
@@ -250,7 +250,8 @@ pub async fn verify(
                         acme.wake();
                     });
                 }
-                // Its certificate, from the local CA, in the same transaction: served at once.
+                // Its certificate, from the local CA, in the same transaction: served at once
+                // (also with ACME on, for a name no public CA can issue, as `prepare` does).
                 None => {
                     let cert = crate::domains::certs::ensure_local(txn, &name, &[], now)?;
                     on_commit.push(move || {

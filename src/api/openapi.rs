@@ -801,8 +801,13 @@ fn responses(o: &Operation) -> Value {
             json!({ "description": "Payment required: the x402 requirements", "content": { "application/json": { "schema": { "type": "object" } } } }),
         );
     }
-    // Every status the contract allows, in the envelope (§2).
-    out.insert("default".into(), envelope);
+    // Every status the contract allows, in the envelope (§2); the dashboard's in HTML.
+    let html_error = json!({ "description": "An error, as a page", "content": { "text/html": { "schema": { "type": "string" } } } });
+    let dashboard = o.path == "/" || o.path.starts_with("/dashboard");
+    out.insert(
+        "default".into(),
+        if dashboard { html_error } else { envelope },
+    );
     Value::Object(out)
 }
 
@@ -881,12 +886,7 @@ pub fn document(public_url: &str) -> Value {
 
 /// `GET /api/openapi.json`.
 pub fn serve(state: &AppState) -> Response<Body> {
-    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let bytes = DOC
-        .get_or_init(|| {
-            serde_json::to_vec(&document(&state.config.public_url.url)).unwrap_or_default()
-        })
-        .clone();
+    let bytes = serde_json::to_vec(&document(&state.config.public_url.url)).unwrap_or_default();
     let mut response = Response::new(full(bytes));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(
@@ -955,9 +955,9 @@ mod tests {
             );
             let same = OPERATIONS
                 .iter()
-                .filter(|p| p.id == o.id && p.method == o.method)
+                .filter(|p| p.path == o.path && p.method == o.method)
                 .count();
-            assert_eq!(same, 1, "{}", o.id);
+            assert_eq!(same, 1, "{} {}", o.method, o.path);
         }
     }
 

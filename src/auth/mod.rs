@@ -396,32 +396,44 @@ async fn authenticate_session(state: &AppState, token: &str) -> Result<Principal
             let Some(session) = crate::store::sessions::find_live_session(txn, &hash, now)? else {
                 return Ok::<_, StoreError>(None);
             };
-            // A session exchanged for a key lives only while that key does (SPEC §13): revoked
-            // or regenerated (its hash is gone), disabled, or expired.
+            // A session exchanged for a key lives only while that key does, and only while it is
+            // still a key that may be exchanged (SPEC §13): revoked or regenerated (its hash is
+            // gone), disabled, expired, restricted, or no longer a live organization key. The
+            // session then acts as that key: its rate limit, its usage.
+            let mut key = None;
             if let Some(bound) = crate::store::sessions::session_key(txn, &hash)? {
-                let alive = find_key_by_hash(txn, &bound)?
-                    .is_some_and(|key| key.is_active && key.expires_at.is_none_or(|at| at > now));
-                if !alive {
-                    return Ok(None);
+                let found = find_key_by_hash(txn, &bound)?.filter(|key| {
+                    key.is_active
+                        && key.expires_at.is_none_or(|at| at > now)
+                        && key.permissions.is_empty()
+                        && key.app_id.is_none()
+                        && key.key_type == crate::store::keys::KeyType::Live
+                        && key.organization_id == session.organization_id
+                        && key.user_id == session.user_id
+                });
+                match found {
+                    Some(k) => key = Some(k),
+                    None => return Ok(None),
                 }
             }
             let org = get_org(txn, session.organization_id)?;
             let user = get_user(txn, session.user_id)?;
-            Ok(org.zip(user))
+            Ok(org.zip(user).map(|(org, user)| (org, user, key)))
         })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "session lookup failed");
             AuthFailure::session("store_error")
         })?;
-    let (organization, user) = found.ok_or(AuthFailure::session("unknown_or_expired_session"))?;
+    let (organization, user, key) =
+        found.ok_or(AuthFailure::session("unknown_or_expired_session"))?;
     if !organization.is_active || !user.is_active {
         return Err(AuthFailure::session("inactive_account"));
     }
     Ok(Principal {
         method: AuthMethod::Session,
         grant: Grant::Unrestricted,
-        identity: Arc::new(Identity::new(None, organization, user)),
+        identity: Arc::new(Identity::new(key, organization, user)),
     })
 }
 

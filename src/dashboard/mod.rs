@@ -1038,10 +1038,22 @@ async fn act(
                     .await
                     .map(|_| done("Test event queued: it appears in the deliveries below.")),
                 ["redeliver"] => {
+                    // A delivery id is `msg_` and hex: anything else never reaches a URI.
                     let delivery = field(fields, "delivery").unwrap_or_default();
-                    post(format!("{base}/webhook/deliveries/{delivery}/redeliver"), json!({}))
-                        .await
-                        .map(|_| done("Redelivery queued."))
+                    if delivery.is_empty()
+                        || !delivery
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        Err(ApiError::Validation {
+                            message: "delivery: not a delivery id".into(),
+                            details: json!({ "delivery": "not a delivery id" }),
+                        })
+                    } else {
+                        post(format!("{base}/webhook/deliveries/{delivery}/redeliver"), json!({}))
+                            .await
+                            .map(|_| done("Redelivery queued."))
+                    }
                 }
                 ["domains"] => post(
                     format!("{base}/domains"),

@@ -592,6 +592,16 @@ pub async fn run_pass(state: &Arc<AppState>) -> Pass {
             pass.deferred += 1;
             continue;
         }
+        // Still queued? A name deleted since the pass began is not ordered (SPEC §11: only
+        // verified names are).
+        let key = name.clone();
+        let queued = state
+            .store
+            .read_blocking(move |txn| pending_of(txn, &key))
+            .await;
+        if !matches!(queued, Ok(Some(_))) {
+            continue;
+        }
         pass.attempted.push(name.clone());
         let ordered = tokio::time::timeout(ORDER_TIMEOUT, acme.order(&account, &name))
             .await
@@ -628,9 +638,15 @@ async fn stored(state: &Arc<AppState>, pass: &mut Pass, name: String, cert: Cert
         Ok(false) => {
             tracing::info!(name = %name, "certificate dropped: the name is no longer served")
         }
+        // The row stays queued with a backoff, so a failing store does not order every minute.
         Err(e) => {
-            tracing::error!(name = %name, error = %e, "storing the certificate failed; will retry");
-            pass.failed.push((name, e.to_string()));
+            failed(
+                state,
+                pass,
+                name,
+                format!("storing the certificate failed: {e}"),
+            )
+            .await
         }
     }
 }

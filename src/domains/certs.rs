@@ -343,6 +343,8 @@ pub fn prepare(
             }
         } else {
             let cert = ensure_local(txn, &name, &[], now)?;
+            // The local CA covers it: it does not wait for the ACME issuer.
+            crate::domains::acme::forget(txn, &name)?;
             out.push((name, cert));
         }
     }

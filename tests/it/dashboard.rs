@@ -159,6 +159,43 @@ async fn only_an_unrestricted_live_key_is_exchanged_and_the_session_lives_with_i
             .status,
         StatusCode::UNAUTHORIZED
     );
+    // Given a permission list, the key can no longer carry a session.
+    let (restricted_later, plain_later, _) = server.create_key(json!({"name": "later"})).await;
+    let cookie_later = cookie_of(&exchange(&server, &plain_later).await);
+    server
+        .operator_json(
+            Method::PATCH,
+            &format!("/api/v1/api-keys/{restricted_later}"),
+            json!({ "permissions": ["chat"] }),
+        )
+        .await
+        .assert_status(StatusCode::OK);
+    assert_eq!(
+        server
+            .get("/api/v1/auth/whoami", &[("cookie", &cookie_later)])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The session draws on its key's rate limit, not the plan's.
+    let (_, slow, _) = server
+        .create_key(json!({"name": "slow", "rateLimit": 2}))
+        .await;
+    let cookie_slow = cookie_of(&exchange(&server, &slow).await);
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(
+                server
+                    .get("/api/v1/auth/whoami", &[("cookie", &cookie_slow)])
+                    .await
+                    .status
+                    .as_u16(),
+            );
+        }
+        out
+    };
+    assert_eq!(statuses, [200, 200, 429], "the key's 2 per minute");
     // A key that expires ends its session at that moment (the manual clock).
     let (_, short, _) = server
         .create_key(json!({"name": "short", "expires_at": "2026-01-02T00:00:00Z"}))
@@ -552,6 +589,17 @@ async fn the_remaining_forms_act_through_the_api() {
     )
     .await
     .assert_status(StatusCode::OK);
+
+    // A delivery id that is not one is refused by its field, before any URI is made.
+    let odd = post_form(
+        &server,
+        &cookie,
+        &format!("{here}/redeliver"),
+        "delivery=a+b%2F..%3Fx",
+    )
+    .await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
+    assert!(html(&odd).contains(&format!(r#"id="{here}/redeliver-delivery-error""#)));
 
     // A domain: verify before its TXT record (said next to the field), after it, then delete.
     post_form(
