@@ -22,40 +22,13 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::dns::Dns;
-use crate::support::TestServer;
+use crate::support::{TestServer, free_port};
 
-/// Where pebble is, or `None` after saying loudly that it is missing.
+/// Where pebble is (`PEBBLE` names another), or `None` after saying loudly that it is missing.
 pub fn pebble_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PEBBLE")
+    std::env::var_os("PEBBLE")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join("pebble"))
-                    .find(|p| p.is_file())
-            })
-        })
-        .or_else(|| Some(PathBuf::from("/usr/bin/pebble")).filter(|p| p.is_file()));
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none()
-                && std::env::var_os("ELIZA_CLOUD_REQUIRE_TEST_TOOLS").is_none(),
-            "pebble is missing: .ci/run installs it (apt-get install pebble)"
-        );
-        eprintln!(
-            "\n*** SKIPPED: the ACME test needs pebble (apt-get install pebble); it did not run ***\n"
-        );
-    }
-    found
-}
-
-/// A free loopback port (pebble takes its ports from its configuration file).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .or_else(|| crate::support::required_tool(&["pebble"], "pebble"))
 }
 
 /// A running pebble; killed on drop.

@@ -15,40 +15,13 @@ use std::process::{Child, Command, Stdio};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::support::TestServer;
-
-fn tool(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
+use crate::support::{TestServer, free_port, required_tool};
 
 /// Chromium and chromedriver, or `None` after saying loudly that they are missing.
 fn browser_tools() -> Option<(PathBuf, PathBuf)> {
-    let found = tool("chromium")
-        .or_else(|| tool("chromium-browser"))
-        .zip(tool("chromedriver"));
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none()
-                && std::env::var_os("ELIZA_CLOUD_REQUIRE_TEST_TOOLS").is_none(),
-            "chromium or chromedriver is missing: .ci/run installs them (apt-get install chromium chromium-driver)"
-        );
-        eprintln!(
-            "\n*** SKIPPED: the browser test needs chromium and chromedriver (apt-get install chromium chromium-driver); it did not run ***\n"
-        );
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let chromium = required_tool(&["chromium", "chromium-browser"], "chromium");
+    let driver = required_tool(&["chromedriver"], "chromium-driver");
+    chromium.zip(driver)
 }
 
 struct Driver(Child);

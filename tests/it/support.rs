@@ -438,3 +438,37 @@ pub async fn race(
     }
     (counts, statuses)
 }
+
+/// A free loopback port, for a program the test starts that takes its port from its arguments
+/// (pebble, chromedriver) or for a server whose address must be known before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A program a test starts as a real outside service, found on `PATH` under one of `names`.
+/// Missing, it answers `None` after saying loudly that the test did not run, or fails under CI
+/// (`CI` or `ELIZA_CLOUD_REQUIRE_TEST_TOOLS` set, as `.ci/run` does, which installs `package`).
+pub fn required_tool(names: &[&str], package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none()
+                && std::env::var_os("ELIZA_CLOUD_REQUIRE_TEST_TOOLS").is_none(),
+            "{} is missing: .ci/run installs it (apt-get install {package})",
+            names.join(" or ")
+        );
+        eprintln!(
+            "\n*** SKIPPED: a test needs {} (apt-get install {package}); it did not run ***\n",
+            names.join(" or ")
+        );
+    }
+    found
+}
