@@ -521,16 +521,10 @@ fn cert_pair(
                 .map_err(|e| format!("{cf}: cannot read {cert:?}: {e}"))?;
             let key_pem = std::fs::read_to_string(&key)
                 .map_err(|e| format!("{kf}: cannot read {key:?}: {e}"))?;
-            let record = crate::domains::certs::CertRecord {
-                chain_pem: chain.clone(),
-                key_pem: key_pem.clone(),
-                not_before: 0,
-                not_after: i64::MAX,
-                issuer: "operator".into(),
-            };
-            crate::domains::certs::certified_key(&record)
+            let pair = (chain, crate::domains::certs::KeyPem(key_pem));
+            crate::domains::certs::certified_key(&crate::domains::certs::operator(&pair))
                 .map_err(|e| format!("{cf}, {kf}: {e}"))?;
-            Ok(Some((chain, crate::domains::certs::KeyPem(key_pem))))
+            Ok(Some(pair))
         }
         (None, None) => Ok(None),
         _ => Err(apart.into()),

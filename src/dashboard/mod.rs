@@ -631,19 +631,13 @@ async fn app_page(
 ) -> Page {
     let base = format!("/api/v1/apps/{id}");
     let app = get(state, principal, &base).await?;
-    let app = if app["app"].is_object() {
-        app["app"].clone()
-    } else {
-        app
-    };
+    let app = &app["app"];
     let analytics = get(state, principal, &format!("{base}/analytics")).await?;
     let users = get(state, principal, &format!("{base}/users")).await?;
     let money = get(state, principal, &format!("{base}/monetization")).await?;
     let earnings = get(state, principal, &format!("{base}/earnings")).await?;
     let webhook = get(state, principal, &format!("{base}/webhook")).await?;
-    let deliveries = get(state, principal, &format!("{base}/webhook/deliveries"))
-        .await
-        .unwrap_or(Value::Null);
+    let deliveries = get(state, principal, &format!("{base}/webhook/deliveries")).await?;
     let domains = get(state, principal, &format!("{base}/domains")).await?;
     let here = format!("/dashboard/apps/{id}");
     let f_money = format!("{here}/monetization");
@@ -652,11 +646,8 @@ async fn app_page(
     let f_domain = format!("{here}/domains");
     let f_verify = format!("{here}/domains/verify");
     let pricing = &money["pricing"];
-    let hook = if webhook["webhook"].is_object() {
-        &webhook["webhook"]
-    } else {
-        &webhook
-    };
+    // `null` until one is saved: every field then reads as empty.
+    let hook = &webhook["webhook"];
     let body = html! {
         h1 { (text(&app["name"])) }
         (notice_box(notice))

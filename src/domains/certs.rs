@@ -249,7 +249,7 @@ pub struct Issuing<'a> {
 }
 
 /// A certificate the operator gave: served as is, never stored, never renewed.
-fn operator(pair: &(String, KeyPem)) -> CertRecord {
+pub fn operator(pair: &(String, KeyPem)) -> CertRecord {
     CertRecord {
         chain_pem: pair.0.clone(),
         key_pem: pair.1.0.clone(),
