@@ -30,11 +30,26 @@ pub const DEFAULT_PERMISSIONS: [&str; 3] = ["chat", "embeddings", "images"];
 /// The app key's requests per minute when none is asked for (SPEC §10).
 pub const DEFAULT_RATE_LIMIT: u32 = 600;
 /// Longest URL accepted.
-const MAX_URL: usize = 2048;
+pub(crate) const MAX_URL: usize = 2048;
 /// Most `allowed_origins`.
-const MAX_ORIGINS: usize = 50;
+pub(crate) const MAX_ORIGINS: usize = 50;
 
-/// An http(s) URL: a scheme, a host, no spaces or controls, at most 2048 bytes.
+/// A URL's host: a name of letters, digits, `-` and `.` (not starting with `.` or `-`), or a
+/// bracketed IPv6 literal. Not `*`, `_` or anything else `http::Uri` lets through.
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && !host.starts_with(['.', '-'])
+        && !host.contains("..")
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// An http(s) URL: a scheme, a host (see [`valid_host`]), no spaces or controls, at most 2048
+/// bytes.
 fn valid_url(text: &str) -> bool {
     if text.len() > MAX_URL || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
@@ -43,7 +58,7 @@ fn valid_url(text: &str) -> bool {
         return false;
     };
     matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.host().is_some_and(valid_host)
         && !uri.authority().is_some_and(|a| a.as_str().contains('@'))
 }
 
@@ -859,6 +874,13 @@ mod tests {
         assert!(valid_url("https://example.com/app"));
         assert!(!valid_url("javascript:alert(1)"));
         assert!(!valid_url("https://exa mple.com"));
+        // Found by schemathesis: `http::Uri` takes these hosts; an app URL must not.
+        assert!(!valid_url("https://y.t5.com*"));
+        assert!(!valid_url("https://a_b.com/"));
+        assert!(!valid_url("https://.example.com"));
+        assert!(valid_url("http://[::1]:3000/x"));
+        assert!(!valid_url("http://[zz]/"));
+        assert!(valid_url("http://127.0.0.1:8080"));
         assert_eq!(
             origin_of("https://Example.com:8443/x").as_deref(),
             Some("https://example.com:8443")

@@ -58,8 +58,8 @@ pub async fn get_monetization(
 }
 
 /// Highest price accepted: $1000 a request, $1 a token.
-const MAX_PER_REQUEST: i64 = 1_000_000_000;
-const MAX_PER_TOKEN: i64 = 1_000_000;
+pub(crate) const MAX_PER_REQUEST: i64 = 1_000_000_000;
+pub(crate) const MAX_PER_TOKEN: i64 = 1_000_000;
 
 fn price(f: &mut Fields, pricing: &Value, name: &str, max: i64) -> Option<i64> {
     let value = pricing.get(name)?;

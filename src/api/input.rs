@@ -10,6 +10,17 @@ use crate::time::{Timestamp, parse_rfc3339};
 use crate::web::body::parse_json;
 use crate::web::error::ApiError;
 
+/// A JSON number that is a whole number, as JSON Schema counts one: `5` and `5.0` both (a client
+/// that writes floats sends the latter), never `5.5`, a negative or a float past 2^53.
+pub fn whole_number(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let f = value.as_f64()?;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    (f.fract() == 0.0 && (0.0..=EXACT).contains(&f)).then_some(f as u64)
+}
+
 pub struct Fields {
     object: Map<String, Value>,
     errors: BTreeMap<String, String>,
@@ -121,7 +132,7 @@ impl Fields {
         match self.get(name) {
             None => None,
             Some(Value::Null) => Some(None),
-            Some(v) => match v.as_u64().filter(|n| (1..=100_000).contains(n)) {
+            Some(v) => match whole_number(v).filter(|n| (1..=100_000).contains(n)) {
                 Some(n) => Some(Some(n as u32)),
                 None => {
                     self.fail(name, "must be a whole number from 1 to 100000");
@@ -198,5 +209,23 @@ impl Fields {
                     .collect(),
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+    use serde_json::json;
+
+    #[test]
+    fn integral_floats_are_whole_numbers() {
+        // Found by schemathesis: JSON Schema counts 436.0 as an integer.
+        assert_eq!(whole_number(&json!(436)), Some(436));
+        assert_eq!(whole_number(&json!(436.0)), Some(436));
+        assert_eq!(whole_number(&json!(436.5)), None);
+        assert_eq!(whole_number(&json!(-1)), None);
+        assert_eq!(whole_number(&json!(-0.0)), Some(0));
+        assert_eq!(whole_number(&json!(1e300)), None);
+        assert_eq!(whole_number(&json!("5")), None);
     }
 }

@@ -6,6 +6,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
+use crate::gateway::models::Kind;
 use crate::state::AppState;
 use crate::web::body::{Body, full};
 
@@ -29,14 +30,17 @@ pub enum Request {
     /// JSON, with these required properties (strings unless said otherwise by the schema
     /// name in [`body_schema`]).
     Json(&'static str),
-    /// A dashboard form, `application/x-www-form-urlencoded`.
-    Form,
+    /// A dashboard form, `application/x-www-form-urlencoded`: `sign_in`, or `page` (whose
+    /// fields are the page's own form's).
+    Form(&'static str),
 }
 
 /// What a success answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     Json(u16),
+    /// 201 when it made something, 200 when it was there already (adding a domain again).
+    CreatedOrFound,
     Html,
     /// A redirect (303).
     Redirect,
@@ -84,7 +88,7 @@ const fn op(
 }
 
 use Access::{Credential, CredentialOrPayment, Payment, Public};
-use Answer::{Html, Json, JsonOrStream, Redirect, Text};
+use Answer::{CreatedOrFound, Html, Json, JsonOrStream, Redirect, Text};
 use Request::{Form, Json as Body_, None as NoBody};
 
 /// Every operation of the contract.
@@ -256,7 +260,7 @@ pub const OPERATIONS: &[Operation] = &[
         "keys",
         "Change a key",
         Credential,
-        Body_("object"),
+        Body_("key_patch"),
         Json(200),
     ),
     op(
@@ -357,7 +361,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Create an app (its key shown once)",
         Credential,
         Body_("app"),
-        Json(201),
+        Json(200),
     ),
     op(
         "post",
@@ -386,7 +390,7 @@ pub const OPERATIONS: &[Operation] = &[
         "apps",
         "Change an app",
         Credential,
-        Body_("object"),
+        Body_("app_patch"),
         Json(200),
     ),
     op(
@@ -446,7 +450,7 @@ pub const OPERATIONS: &[Operation] = &[
         "apps",
         "Set an app's prices",
         Credential,
-        Body_("object"),
+        Body_("monetization"),
         Json(200),
     ),
     op(
@@ -486,7 +490,7 @@ pub const OPERATIONS: &[Operation] = &[
         "webhooks",
         "Set an app's webhook",
         Credential,
-        Body_("object"),
+        Body_("webhook"),
         Json(200),
     ),
     op(
@@ -547,7 +551,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Claim a domain (its TXT record)",
         Credential,
         Body_("domain"),
-        Json(201),
+        CreatedOrFound,
     ),
     op(
         "delete",
@@ -636,7 +640,7 @@ pub const OPERATIONS: &[Operation] = &[
         "dashboard",
         "Sign in with a key (form)",
         Public,
-        Form,
+        Form("sign_in"),
         Redirect,
     ),
     op(
@@ -656,7 +660,7 @@ pub const OPERATIONS: &[Operation] = &[
         "dashboard",
         "A dashboard form",
         Credential,
-        Form,
+        Form("page"),
         Html,
     ),
 ];
@@ -674,53 +678,367 @@ fn error_ref() -> Value {
     json!({ "$ref": "#/components/schemas/Error" })
 }
 
-fn body_schema(name: &str) -> Value {
-    let strings = |names: &[&str]| {
-        let props: Map<String, Value> = names
+/// What the document says that depends on the server: its URL, its apps domain and its models.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub public_url: String,
+    pub apps_domain: String,
+    /// Served model ids, each with its kind and (embedding models) its dimensions.
+    pub models: Vec<(String, Kind, u32)>,
+    /// The x402 top-up amounts offered, in dollars (`10`, `0.5`).
+    pub topup_amounts: Vec<String>,
+}
+
+impl Facts {
+    pub fn of(state: &AppState) -> Facts {
+        Facts {
+            public_url: state.config.public_url.url.clone(),
+            apps_domain: state.hosts.apps_domain().to_string(),
+            models: state
+                .gateway
+                .config
+                .models
+                .iter()
+                .map(|m| (m.id.clone(), m.kind, m.dimensions))
+                .collect(),
+            topup_amounts: state
+                .config
+                .x402
+                .topup_amounts_micros
+                .iter()
+                .map(|m| crate::money::format_dollars_short(*m))
+                .collect(),
+        }
+    }
+
+    fn model_ids(&self, kind: Kind) -> Vec<&str> {
+        self.models
             .iter()
-            .map(|n| (n.to_string(), json!({ "type": "string" })))
-            .collect();
-        json!({ "type": "object", "required": names, "properties": props })
+            .filter(|(_, k, _)| *k == kind)
+            .map(|(id, _, _)| id.as_str())
+            .collect()
+    }
+}
+
+/// A string the handlers trim and then hold to 1..=`max` characters (`Fields::string`).
+fn text(max: usize) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": "\\S" })
+}
+
+/// A string that `null` or blank clears (`Fields::nullable_string`).
+fn nullable_text(max: usize) -> Value {
+    json!({ "type": ["string", "null"], "maxLength": max })
+}
+
+/// An http(s) URL with a host (`apps::valid_url`). The pattern is the plain form every client
+/// writes; the server also takes any other URI `http::Uri` parses with those parts.
+const URL_PATTERN: &str = "^https?://[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]{0,30}){0,4}$";
+
+fn url(nullable: bool) -> Value {
+    let kind = if nullable {
+        json!(["string", "null"])
+    } else {
+        json!("string")
     };
+    json!({ "type": kind, "maxLength": crate::api::apps::MAX_URL, "pattern": URL_PATTERN, "format": "uri" })
+}
+
+/// `allowed_origins`: `*`, origins, or `scheme://*.domain` patterns (`apps::parse_origin_pattern`).
+fn origins() -> Value {
+    json!({
+        "type": ["array", "null"],
+        "maxItems": crate::api::apps::MAX_ORIGINS,
+        "items": { "type": "string", "pattern": "^(\\*|https?://(\\*\\.)?[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?){0,3}(:[1-9][0-9]{0,3})?)$" }
+    })
+}
+
+/// Permission names (SPEC §4): a resource, or a resource with `:read` or `:write`.
+fn permissions() -> Value {
+    let names: Vec<String> = crate::auth::permissions::RESOURCES
+        .iter()
+        .flat_map(|r| [r.to_string(), format!("{r}:read"), format!("{r}:write")])
+        .collect();
+    json!({ "type": ["array", "null"], "items": { "type": "string", "enum": names } })
+}
+
+fn rate_limit() -> Value {
+    json!({ "type": ["integer", "null"], "minimum": 1, "maximum": 100_000, "description": "Requests per minute" })
+}
+
+/// A count `1..=max`, or null (`gateway::request::optional_count`).
+fn count(max: u64) -> Value {
+    json!({ "type": ["integer", "null"], "minimum": 1, "maximum": max })
+}
+
+/// Dollars from 0 to `max_micros` (a whole number of dollars): a JSON integer, or a decimal
+/// string with at most six places (`money::parse_dollars`). Numbers with decimals are read too,
+/// exactly, when they have at most six places.
+fn dollars(max_micros: i64, positive: bool) -> Value {
+    let max = max_micros / crate::money::MICROS_PER_DOLLAR;
+    let digits = max.to_string().len().saturating_sub(1);
+    let below = if digits == 0 {
+        "0".to_string()
+    } else {
+        format!("[0-9]{{1,{digits}}}")
+    };
+    let pattern = if positive {
+        format!(
+            "^([1-9][0-9]{{0,{}}}(\\.[0-9]{{1,6}})?|0\\.0{{0,5}}[1-9])$",
+            digits.saturating_sub(1)
+        )
+    } else {
+        format!("^({below}(\\.[0-9]{{1,6}})?|{max}(\\.0{{1,6}})?)$")
+    };
+    json!({ "anyOf": [
+        { "type": "integer", "minimum": i64::from(positive), "maximum": max },
+        { "type": "string", "pattern": pattern }
+    ] })
+}
+
+/// A schema for an object: `props` as given, `required` among them.
+fn object(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+fn body_schema(name: &str, facts: &Facts) -> Value {
+    use crate::gateway::request::{
+        MAX_CHOICES, MAX_EMBEDDING_INPUTS, MAX_IMAGES, MAX_MESSAGES, MAX_PROMPT_BYTES, SIZES,
+    };
+    let future = json!({ "type": ["string", "null"], "format": "date-time", "description": "RFC 3339, in the future" });
     match name {
-        "signin" => strings(&["message", "signature"]),
-        "key_session" => json!({
-            "type": "object", "required": ["apiKey"],
-            "properties": { "apiKey": { "type": "string", "maxLength": 200 } }
-        }),
-        "key" | "name" => strings(&["name"]),
-        "app" => strings(&["name", "app_url"]),
-        "domain" => strings(&["domain"]),
-        "withdraw" => json!({
-            "type": "object", "required": ["amount"],
-            "properties": { "amount": { "type": ["number", "string"] }, "idempotency_key": { "type": "string" } }
-        }),
-        "chat" => json!({
-            "type": "object", "required": ["model", "messages"],
-            "properties": { "model": { "type": "string" }, "messages": { "type": "array" }, "stream": { "type": "boolean" } }
-        }),
-        "embeddings" => json!({
-            "type": "object", "required": ["model", "input"],
-            "properties": { "model": { "type": "string" }, "input": {} }
-        }),
-        "images" => json!({
-            "type": "object", "required": ["prompt"],
-            "properties": { "model": { "type": "string" }, "prompt": { "type": "string" } }
-        }),
+        "signin" => object(
+            &["message", "signature"],
+            json!({
+                "message": { "type": "string", "maxLength": crate::auth::siwe::MAX_MESSAGE_BYTES },
+                "signature": { "type": "string" }
+            }),
+        ),
+        "key_session" => object(&["apiKey"], json!({ "apiKey": text(200) })),
+        "key" => object(
+            &["name"],
+            json!({
+                "name": text(100),
+                "description": nullable_text(500),
+                "type": { "type": "string", "enum": ["live", "test"] },
+                "permissions": permissions(),
+                "rateLimit": rate_limit(),
+                "expires_at": future,
+            }),
+        ),
+        "key_patch" => object(
+            &[],
+            json!({
+                "name": text(100),
+                "description": nullable_text(500),
+                "permissions": permissions(),
+                "rateLimit": rate_limit(),
+                "is_active": { "type": "boolean" },
+                "expires_at": future,
+            }),
+        ),
+        "name" => object(&["name"], json!({ "name": text(100) })),
+        "app" | "app_patch" => {
+            let mut props = json!({
+                "name": text(100),
+                "app_url": url(false),
+                "description": nullable_text(1000),
+                "website_url": url(true),
+                "logo_url": url(true),
+                "allowed_origins": origins(),
+                "permissions": permissions(),
+                "rateLimit": rate_limit(),
+            });
+            if let Some(map) = props.as_object_mut() {
+                if name == "app" {
+                    if let Value::Object(hook) = webhook_props("webhookUrl") {
+                        map.extend(hook);
+                    }
+                } else {
+                    map.insert("is_active".into(), json!({ "type": "boolean" }));
+                }
+            }
+            let required: &[&str] = if name == "app" {
+                &["name", "app_url"]
+            } else {
+                &[]
+            };
+            object(required, props)
+        }
+        "monetization" => object(
+            &[],
+            json!({
+                "enabled": { "type": "boolean" },
+                "pricing": {
+                    "type": ["object", "null"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "perRequest": dollars(crate::api::earnings::MAX_PER_REQUEST, false),
+                        "perToken": dollars(crate::api::earnings::MAX_PER_TOKEN, false),
+                    }
+                }
+            }),
+        ),
+        "withdraw" => object(
+            &["amount"],
+            json!({
+                "amount": dollars(crate::money::MICROS_PER_DOLLAR * 1_000_000, true),
+                "idempotency_key": text(200),
+            }),
+        ),
+        "webhook" => object(&["url"], webhook_props("url")),
+        "domain" => {
+            let apps = facts.apps_domain.replace('.', "\\.");
+            object(
+                &["domain"],
+                json!({ "domain": {
+                    "type": "string", "minLength": 4, "maxLength": 253,
+                    "pattern": "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+                    "not": { "pattern": format!("(^|\\.){apps}$") },
+                    "description": "A DNS name of at least two labels, not an IP, not under the apps domain"
+                } }),
+            )
+        }
+        "chat" => object(
+            &["model", "messages"],
+            json!({
+                "model": { "type": "string", "enum": facts.model_ids(Kind::Chat) },
+                "messages": {
+                    "type": "array", "minItems": 1, "maxItems": MAX_MESSAGES,
+                    "items": {
+                        "type": "object", "required": ["role"],
+                        "properties": {
+                            "role": { "type": "string", "minLength": 1 },
+                            "content": { "type": ["string", "array", "null"] }
+                        }
+                    }
+                },
+                "stream": { "type": ["boolean", "null"] },
+                "stream_options": {
+                    "type": ["object", "null"],
+                    "properties": { "include_usage": { "type": ["boolean", "null"] } }
+                },
+                "max_tokens": count(u64::from(u32::MAX)),
+                "max_completion_tokens": count(u64::from(u32::MAX)),
+                "n": count(u64::from(MAX_CHOICES)),
+            }),
+        ),
+        "embeddings" => {
+            let mut schema = object(
+                &["model", "input"],
+                json!({
+                    "model": { "type": "string", "enum": facts.model_ids(Kind::Embedding) },
+                    "input": { "anyOf": [
+                        { "type": "string", "minLength": 1 },
+                        { "type": "array", "minItems": 1, "maxItems": MAX_EMBEDDING_INPUTS,
+                          "items": { "type": "string", "minLength": 1 } }
+                    ] },
+                    "encoding_format": { "type": ["string", "null"], "enum": ["float", "base64", null] },
+                    "dimensions": count(u64::from(crate::gateway::models::MAX_DIMENSIONS)),
+                }),
+            );
+            // `dimensions` up to the model's own.
+            let per_model: Vec<Value> = facts
+                .models
+                .iter()
+                .filter(|(_, kind, _)| *kind == Kind::Embedding)
+                .map(|(id, _, dims)| {
+                    json!({ "properties": { "model": { "const": id }, "dimensions": count(u64::from(*dims)) } })
+                })
+                .collect();
+            if let (false, Some(map)) = (per_model.is_empty(), schema.as_object_mut()) {
+                map.insert("anyOf".into(), Value::Array(per_model));
+            }
+            schema
+        }
+        "images" => object(
+            &["prompt"],
+            json!({
+                "model": { "type": ["string", "null"], "enum": facts.model_ids(Kind::Image).into_iter().map(Value::from).chain([Value::Null]).collect::<Vec<_>>() },
+                // Bytes on the server; four per character at most.
+                "prompt": { "type": "string", "minLength": 1, "maxLength": MAX_PROMPT_BYTES / 4 },
+                "n": count(u64::from(MAX_IMAGES)),
+                "size": { "type": ["string", "null"], "enum": SIZES.iter().map(|(s, _)| Value::from(*s)).chain([Value::Null]).collect::<Vec<_>>() },
+                "response_format": { "type": ["string", "null"], "enum": ["b64_json", null] },
+            }),
+        ),
         _ => json!({ "type": "object" }),
     }
 }
 
-fn parameters(path: &str) -> Vec<Value> {
+/// A webhook's settings (`api::webhooks::settings_of`), its URL under `url_field`.
+fn webhook_props(url_field: &str) -> Value {
+    use crate::store::webhooks::EVENTS;
+    let mut props = json!({
+        "events": { "type": ["array", "null"], "items": { "type": "string", "enum": EVENTS } },
+        "usageThresholds": {
+            "type": ["array", "null"], "maxItems": crate::api::webhooks::MAX_THRESHOLDS,
+            "items": { "type": "integer", "minimum": 1, "maximum": 1_000_000_000_000u64 }
+        },
+    });
+    if let Some(map) = props.as_object_mut() {
+        map.insert(
+            url_field.into(),
+            json!({ "type": "string", "maxLength": crate::webhooks::target::MAX_URL, "pattern": URL_PATTERN, "format": "uri",
+                    "description": "Its host must resolve to an address webhooks may reach" }),
+        );
+    }
+    props
+}
+
+/// Path and query parameters.
+fn parameters(o: &Operation, facts: &Facts) -> Vec<Value> {
     let mut out = Vec::new();
-    for part in path.split('/') {
+    for part in o.path.split('/') {
         if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
             let schema = match name {
                 "id" | "key" => json!({ "type": "string", "format": "uuid" }),
+                "delivery" => json!({ "type": "string", "pattern": "^msg_[0-9a-f]{32}$" }),
+                "amount" => {
+                    json!({ "type": "string", "enum": facts.topup_amounts, "description": "One of the amounts this server offers" })
+                }
+                "model" => {
+                    json!({ "type": "string", "enum": facts.models.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>() })
+                }
                 _ => json!({ "type": "string" }),
             };
             out.push(json!({ "name": name, "in": "path", "required": true, "schema": schema }));
         }
+    }
+    let query = |name: &str, schema: Value| json!({ "name": name, "in": "query", "required": false, "schema": schema });
+    let paging = |max: u64| {
+        [
+            query(
+                "page",
+                json!({ "type": "integer", "minimum": 1, "maximum": crate::web::query::MAX_PAGE }),
+            ),
+            query(
+                "limit",
+                json!({ "type": "integer", "minimum": 1, "maximum": max }),
+            ),
+        ]
+    };
+    let period = query(
+        "period",
+        json!({ "type": "string", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$", "description": "A month, YYYY-MM" }),
+    );
+    match o.id {
+        "api_keys_list" | "apps_list" | "apps_users" | "apps_webhook_deliveries" => {
+            out.extend(paging(100))
+        }
+        "credits" => out.extend(paging(100)),
+        "usage" | "apps_analytics" => out.push(period),
+        "siwe_nonce" => {
+            out.push(query(
+                "chainId",
+                json!({ "type": "string", "pattern": "^[1-9][0-9]{0,18}$" }),
+            ));
+            out.push(query(
+                "address",
+                json!({ "type": "string", "pattern": "^0x[0-9a-fA-F]{40}$" }),
+            ));
+        }
+        "domains_allowed" => out.push(query("domain", json!({ "type": "string" }))),
+        _ => {}
     }
     out
 }
@@ -761,12 +1079,25 @@ fn responses(o: &Operation) -> Value {
                 json!({ "description": "Success", "content": { "application/json": { "schema": { "type": "object" } } } }),
             );
         }
+        CreatedOrFound => {
+            for (status, what) in [("201", "Created"), ("200", "There already")] {
+                out.insert(
+                    status.into(),
+                    json!({ "description": what, "content": { "application/json": { "schema": { "type": "object" } } } }),
+                );
+            }
+        }
         JsonOrStream => {
             out.insert(
                 "200".into(),
                 json!({ "description": "The completion, or its event stream with `stream: true`", "content": {
                     "application/json": { "schema": { "type": "object" } },
-                    "text/event-stream": { "schema": { "type": "string" } }
+                    "text/event-stream": { "schema": {
+                        "type": "object",
+                        "description": "Each event: `data:` a chat.completion.chunk as JSON, the last `[DONE]`",
+                        "required": ["data"],
+                        "properties": { "data": { "type": "string" }, "event": { "type": "string" }, "id": { "type": "string" } }
+                    } }
                 } }),
             );
         }
@@ -812,7 +1143,7 @@ fn responses(o: &Operation) -> Value {
 }
 
 /// The document, for this server's public URL.
-pub fn document(public_url: &str) -> Value {
+pub fn document(facts: &Facts) -> Value {
     let mut paths = Map::new();
     for o in OPERATIONS {
         let mut operation = json!({
@@ -822,18 +1153,25 @@ pub fn document(public_url: &str) -> Value {
             "security": security(o),
             "responses": responses(o),
         });
-        let params = parameters(o.path);
+        let params = parameters(o, facts);
         if let (false, Some(map)) = (params.is_empty(), operation.as_object_mut()) {
             map.insert("parameters".into(), Value::Array(params));
         }
         let request = match o.body {
             NoBody => None,
             Body_(name) => Some(
-                json!({ "required": true, "content": { "application/json": { "schema": body_schema(name) } } }),
+                json!({ "required": true, "content": { "application/json": { "schema": body_schema(name, facts) } } }),
             ),
-            Form => Some(
-                json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object" } } } }),
-            ),
+            Form(name) => {
+                let schema = if name == "sign_in" {
+                    object(&["api_key"], json!({ "api_key": text(200) }))
+                } else {
+                    json!({ "type": "object", "description": "The fields of the page's form" })
+                };
+                Some(
+                    json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": schema } } }),
+                )
+            }
         };
         if let (Some(request), Some(map)) = (request, operation.as_object_mut()) {
             map.insert("requestBody".into(), request);
@@ -850,7 +1188,7 @@ pub fn document(public_url: &str) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "The self-hosted elizaOS Cloud identity, billing, gateway and app layer (SPEC). Errors use one envelope; see the Error schema."
         },
-        "servers": [{ "url": public_url }],
+        "servers": [{ "url": facts.public_url }],
         "paths": paths,
         "components": {
             "schemas": {
@@ -886,7 +1224,7 @@ pub fn document(public_url: &str) -> Value {
 
 /// `GET /api/openapi.json`.
 pub fn serve(state: &AppState) -> Response<Body> {
-    let bytes = serde_json::to_vec(&document(&state.config.public_url.url)).unwrap_or_default();
+    let bytes = serde_json::to_vec(&document(&Facts::of(state))).unwrap_or_default();
     let mut response = Response::new(full(bytes));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(
@@ -963,7 +1301,12 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_the_envelope_and_the_security_schemes() {
-        let doc = document("http://localhost:3000");
+        let doc = document(&Facts {
+            public_url: "http://localhost:3000".into(),
+            apps_domain: "apps.localhost".into(),
+            models: vec![("gpt-4o-mini".into(), Kind::Chat, 0)],
+            topup_amounts: vec!["10".into()],
+        });
         assert_eq!(doc["openapi"], "3.1.0");
         let paths = doc["paths"].as_object().unwrap();
         let count: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

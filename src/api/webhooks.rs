@@ -25,7 +25,7 @@ use crate::webhooks::target::parse_target;
 /// How long the secret before a rotation still signs (SPEC §10).
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 /// Most `usageThresholds`.
-const MAX_THRESHOLDS: usize = 20;
+pub(crate) const MAX_THRESHOLDS: usize = 20;
 
 /// The settings as answers show them: never the secret.
 pub fn webhook_view(hook: &WebhookRecord, now: i64) -> Value {
@@ -90,8 +90,7 @@ pub fn settings_of(f: &mut Fields, url_field: &str, required: bool) -> Option<Se
         Some(Value::Array(items)) if items.len() <= MAX_THRESHOLDS => {
             let mut out: Vec<u64> = Vec::new();
             for item in items {
-                match item
-                    .as_u64()
+                match crate::api::input::whole_number(&item)
                     .filter(|n| (1..=1_000_000_000_000).contains(n))
                 {
                     Some(n) => out.push(n),

@@ -65,8 +65,7 @@ fn optional_count(
 ) -> Result<Option<u32>, ApiError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
+        Some(value) => crate::api::input::whole_number(value)
             .filter(|n| (1..=max).contains(n))
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)

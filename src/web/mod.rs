@@ -135,9 +135,16 @@ where
         &request_id,
     )
     .await;
-    // The pipeline's refusals on dashboard pages speak HTML: no session → the sign-in page.
-    if matches!(route, Route::DashboardPage | Route::DashboardForm)
-        && response.status().is_client_error()
+    // The pipeline's refusals on dashboard pages speak HTML (a 429 on the sign-in form too): no
+    // session → the sign-in page.
+    if matches!(
+        route,
+        Route::Root
+            | Route::DashboardSignIn
+            | Route::DashboardSignInForm
+            | Route::DashboardPage
+            | Route::DashboardForm
+    ) && response.status().is_client_error()
     {
         response = crate::dashboard::refusal(response).await;
     }
