@@ -425,3 +425,54 @@ pub fn acme_answers(data: &[u8]) {
         "{path:?} routed to {route:?}"
     );
 }
+
+/// The operator's values (flags and `ELIZA_CLOUD_*` variables) and permission lists: the public
+/// URL, durations, the earnings hold, booleans, custom x402 networks, permission names. Parsing
+/// never panics; what parses is consistent (a public URL parses again to itself, a duration is
+/// within its bounds, a custom network prints back to an entry that parses to it, a normalised
+/// permission list normalises to itself).
+pub fn operator_values(data: &[u8]) {
+    use eliza_cloud::config::{PublicUrl, parse_bool, parse_duration, parse_hold};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(url) = PublicUrl::parse(text) {
+        let again = PublicUrl::parse(&url.url).expect("a parsed public URL parses again");
+        assert_eq!(again.url, url.url);
+        assert_eq!(again.origin, url.origin);
+        assert!(url.origin.starts_with("http://") || url.origin.starts_with("https://"));
+    }
+    if let Some(d) = parse_duration(text) {
+        assert!(d.as_millis() >= 1 && d.as_millis() <= 3_600_000, "{text}");
+    }
+    if let Some(d) = parse_hold(text) {
+        assert!(d.as_secs() <= 365 * 86_400, "{text}");
+    }
+    let _ = parse_bool(text);
+    if let Ok(networks) = eliza_cloud::x402::parse_custom_networks(text) {
+        for n in &networks {
+            let entry = format!(
+                "{}:{}:{}:{}:{}:{}:{}",
+                n.name,
+                n.chain_id,
+                n.asset.to_checksum(),
+                n.token_name,
+                n.token_version,
+                n.decimals,
+                if n.testnet { "testnet" } else { "mainnet" }
+            );
+            let again = eliza_cloud::x402::parse_custom_networks(&entry)
+                .unwrap_or_else(|e| panic!("{entry}: {e}"));
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].chain_id, n.chain_id);
+            assert_eq!(again[0].asset, n.asset);
+        }
+    }
+    let names: Vec<String> = text.split(',').map(str::to_string).collect();
+    if let Ok(list) = eliza_cloud::auth::permissions::normalise(&names) {
+        assert_eq!(
+            eliza_cloud::auth::permissions::normalise(&list),
+            Ok(list.clone())
+        );
+    }
+}

@@ -513,6 +513,10 @@ pub async fn update(
     let now = state.now().millis();
     let mut f = app_fields(body)?;
     let name = f.string("name", 100, false);
+    // An app always has its URL: `null` is refused, not ignored.
+    if f.value("app_url").is_some_and(Value::is_null) {
+        f.fail("app_url", "must be an http or https URL");
+    }
     let app_url = url_field(&mut f, "app_url", false).flatten();
     let description = f.nullable_string("description", 1000);
     let website_url = url_field(&mut f, "website_url", false);

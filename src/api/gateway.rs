@@ -914,7 +914,7 @@ impl http_body::Body for UpstreamStream {
 }
 
 /// Most numbers in one embeddings answer (inputs × dimensions): 16 MiB of floats.
-const MAX_EMBEDDING_FLOATS: usize = 4 << 20;
+pub(crate) const MAX_EMBEDDING_FLOATS: usize = 4 << 20;
 
 #[derive(serde::Serialize)]
 #[serde(untagged)]

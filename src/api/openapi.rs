@@ -643,6 +643,17 @@ pub const OPERATIONS: &[Operation] = &[
         Form("sign_in"),
         Redirect,
     ),
+    // The overview: the same route as its pages (the page sign-in leads to).
+    op(
+        "get",
+        "/dashboard",
+        "dashboard_page",
+        "dashboard",
+        "The dashboard's overview",
+        Credential,
+        NoBody,
+        Html,
+    ),
     op(
         "get",
         "/dashboard/{page}",
@@ -783,7 +794,7 @@ fn dollars(max_micros: i64, positive: bool) -> Value {
     };
     let pattern = if positive {
         format!(
-            "^([1-9][0-9]{{0,{}}}(\\.[0-9]{{1,6}})?|0\\.0{{0,5}}[1-9])$",
+            "^([1-9][0-9]{{0,{}}}(\\.[0-9]{{1,6}})?|0\\.[0-9]{{0,5}}[1-9])$",
             digits.saturating_sub(1)
         )
     } else {
@@ -802,7 +813,7 @@ fn object(required: &[&str], props: Value) -> Value {
 
 fn body_schema(name: &str, facts: &Facts) -> Value {
     use crate::gateway::request::{
-        MAX_CHOICES, MAX_EMBEDDING_INPUTS, MAX_IMAGES, MAX_MESSAGES, MAX_PROMPT_BYTES, SIZES,
+        MAX_CHOICES, MAX_EMBEDDING_INPUTS, MAX_IMAGES, MAX_MESSAGES, MAX_PROMPT_CHARS, SIZES,
     };
     let future = json!({ "type": ["string", "null"], "format": "date-time", "description": "RFC 3339, in the future" });
     match name {
@@ -893,7 +904,10 @@ fn body_schema(name: &str, facts: &Facts) -> Value {
                 json!({ "domain": {
                     "type": "string", "minLength": 4, "maxLength": 253,
                     "pattern": "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
-                    "not": { "pattern": format!("(^|\\.){apps}$") },
+                    "not": { "anyOf": [
+                        { "pattern": format!("(^|\\.){apps}$") },
+                        { "pattern": "(^|\\.)xn--" }
+                    ] },
                     "description": "A DNS name of at least two labels, not an IP, not under the apps domain"
                 } }),
             )
@@ -942,7 +956,18 @@ fn body_schema(name: &str, facts: &Facts) -> Value {
                 .iter()
                 .filter(|(_, kind, _)| *kind == Kind::Embedding)
                 .map(|(id, _, dims)| {
-                    json!({ "properties": { "model": { "const": id }, "dimensions": count(u64::from(*dims)) } })
+                    // At most MAX_EMBEDDING_FLOATS numbers in one answer (inputs × dimensions).
+                    let inputs = (crate::api::gateway::MAX_EMBEDDING_FLOATS
+                        / (*dims).max(1) as usize)
+                        .min(MAX_EMBEDDING_INPUTS);
+                    json!({ "properties": {
+                        "model": { "const": id },
+                        "dimensions": count(u64::from(*dims)),
+                        "input": { "anyOf": [
+                            { "type": "string" },
+                            { "type": "array", "maxItems": inputs }
+                        ] }
+                    } })
                 })
                 .collect();
             if let (false, Some(map)) = (per_model.is_empty(), schema.as_object_mut()) {
@@ -954,8 +979,7 @@ fn body_schema(name: &str, facts: &Facts) -> Value {
             &["prompt"],
             json!({
                 "model": { "type": ["string", "null"], "enum": facts.model_ids(Kind::Image).into_iter().map(Value::from).chain([Value::Null]).collect::<Vec<_>>() },
-                // Bytes on the server; four per character at most.
-                "prompt": { "type": "string", "minLength": 1, "maxLength": MAX_PROMPT_BYTES / 4 },
+                "prompt": { "type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS },
                 "n": count(u64::from(MAX_IMAGES)),
                 "size": { "type": ["string", "null"], "enum": SIZES.iter().map(|(s, _)| Value::from(*s)).chain([Value::Null]).collect::<Vec<_>>() },
                 "response_format": { "type": ["string", "null"], "enum": ["b64_json", null] },
@@ -1027,6 +1051,10 @@ fn parameters(o: &Operation, facts: &Facts) -> Vec<Value> {
         }
         "credits" => out.extend(paging(100)),
         "usage" | "apps_analytics" => out.push(period),
+        "siws_nonce" => out.push(query(
+            "chainId",
+            json!({ "type": "string", "enum": crate::auth::siws::CHAIN_IDS }),
+        )),
         "siwe_nonce" => {
             out.push(query(
                 "chainId",
@@ -1069,6 +1097,138 @@ fn security(o: &Operation) -> Value {
     }
 }
 
+/// The success body of the operations whose answers clients read field by field (the OpenAI
+/// shapes, keys, apps, credits); the rest are documented as objects. Each names the fields the
+/// handler always writes.
+fn success_schema(id: &str) -> Value {
+    let key_ref = json!({ "$ref": "#/components/schemas/ApiKey" });
+    let usage = json!({
+        "type": "object", "required": ["prompt_tokens", "total_tokens"],
+        "properties": {
+            "prompt_tokens": { "type": "integer", "minimum": 0 },
+            "completion_tokens": { "type": "integer", "minimum": 0 },
+            "total_tokens": { "type": "integer", "minimum": 0 }
+        }
+    });
+    let listing = |name: &str, items: Value| {
+        json!({
+            "type": "object", "required": [name, "page", "limit", "total"],
+            "properties": {
+                name: { "type": "array", "items": items },
+                "page": { "type": "integer", "minimum": 1 },
+                "limit": { "type": "integer", "minimum": 1 },
+                "total": { "type": "integer", "minimum": 0 }
+            }
+        })
+    };
+    let model = json!({
+        "type": "object", "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": { "type": "string" }, "object": { "const": "model" },
+            "created": { "type": "integer" }, "owned_by": { "type": "string" }
+        }
+    });
+    let app = json!({
+        "type": "object", "required": ["id", "name", "slug", "app_url", "subdomain", "is_active", "created_at"],
+        "properties": {
+            "id": { "type": "string", "format": "uuid" }, "name": { "type": "string" },
+            "slug": { "type": "string" }, "app_url": { "type": "string" },
+            "subdomain": { "type": "string" }, "is_active": { "type": "boolean" },
+            "created_at": { "type": "string" }
+        }
+    });
+    match id {
+        "healthz" | "readyz" => json!({
+            "type": "object", "required": ["status"], "properties": { "status": { "type": "string" } }
+        }),
+        "models_list" => json!({
+            "type": "object", "required": ["object", "data"],
+            "properties": { "object": { "const": "list" }, "data": { "type": "array", "items": model } }
+        }),
+        "models_get" => model,
+        "chat_completions" => json!({
+            "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
+            "properties": {
+                "id": { "type": "string" }, "object": { "const": "chat.completion" },
+                "created": { "type": "integer" }, "model": { "type": "string" },
+                "choices": { "type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": { "type": "integer", "minimum": 0 },
+                        "message": { "type": "object", "required": ["role"],
+                            "properties": { "role": { "const": "assistant" }, "content": { "type": ["string", "null"] } } },
+                        "finish_reason": { "type": ["string", "null"] }
+                    }
+                } },
+                "usage": usage
+            }
+        }),
+        "embeddings" => json!({
+            "type": "object", "required": ["object", "data", "model", "usage"],
+            "properties": {
+                "object": { "const": "list" }, "model": { "type": "string" }, "usage": usage,
+                "data": { "type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": { "const": "embedding" }, "index": { "type": "integer", "minimum": 0 },
+                        "embedding": { "type": ["array", "string"], "items": { "type": "number" },
+                            "description": "Floats, or base64 of little-endian f32 with `encoding_format: base64`" }
+                    }
+                } }
+            }
+        }),
+        "images_generations" => json!({
+            "type": "object", "required": ["created", "data"],
+            "properties": {
+                "created": { "type": "integer" },
+                "data": { "type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["b64_json"], "properties": { "b64_json": { "type": "string" } }
+                } }
+            }
+        }),
+        "api_keys_create" | "api_keys_regenerate" => json!({
+            "type": "object", "required": ["apiKey", "plainKey"],
+            "properties": {
+                "apiKey": key_ref,
+                "plainKey": { "type": "string", "pattern": "^ek_(live|test)_[A-Za-z0-9]+$", "description": "Shown once" }
+            }
+        }),
+        "api_keys_update" => json!({
+            "type": "object", "required": ["apiKey"], "properties": { "apiKey": key_ref }
+        }),
+        "api_keys_list" => listing("keys", key_ref),
+        "apps_list" => listing("apps", app),
+        "apps_create" => json!({
+            "type": "object", "required": ["success", "app", "apiKey"],
+            "properties": {
+                "success": { "const": true }, "app": app,
+                "apiKey": { "type": "string", "pattern": "^ek_(live|test)_[A-Za-z0-9]+$", "description": "The app key, shown once" }
+            }
+        }),
+        "apps_get" | "apps_update" => json!({
+            "type": "object", "required": ["app"], "properties": { "app": app }
+        }),
+        "credits" => json!({
+            "type": "object",
+            "required": ["balance", "balance_micros", "transactions", "page", "limit", "total"],
+            "properties": {
+                "balance": { "type": "string", "pattern": "^-?[0-9]+\\.[0-9]{6}$" },
+                "balance_micros": { "type": "integer" },
+                "transactions": { "type": "array", "items": {
+                    "type": "object", "required": ["id", "amount", "amount_micros", "type", "created_at"],
+                    "properties": {
+                        "id": { "type": "string" }, "amount": { "type": "string" },
+                        "amount_micros": { "type": "integer" }, "type": { "type": "string" },
+                        "created_at": { "type": "string" }
+                    }
+                } },
+                "page": { "type": "integer" }, "limit": { "type": "integer" }, "total": { "type": "integer" }
+            }
+        }),
+        _ => json!({ "type": "object" }),
+    }
+}
+
 fn responses(o: &Operation) -> Value {
     let mut out = Map::new();
     let envelope = json!({ "description": "An error, in the envelope", "content": { "application/json": { "schema": error_ref() } } });
@@ -1076,7 +1236,7 @@ fn responses(o: &Operation) -> Value {
         Json(status) => {
             out.insert(
                 status.to_string(),
-                json!({ "description": "Success", "content": { "application/json": { "schema": { "type": "object" } } } }),
+                json!({ "description": "Success", "content": { "application/json": { "schema": success_schema(o.id) } } }),
             );
         }
         CreatedOrFound => {
@@ -1091,7 +1251,7 @@ fn responses(o: &Operation) -> Value {
             out.insert(
                 "200".into(),
                 json!({ "description": "The completion, or its event stream with `stream: true`", "content": {
-                    "application/json": { "schema": { "type": "object" } },
+                    "application/json": { "schema": success_schema(o.id) },
                     "text/event-stream": { "schema": {
                         "type": "object",
                         "description": "Each event: `data:` a chat.completion.chunk as JSON, the last `[DONE]`",
@@ -1145,9 +1305,24 @@ fn responses(o: &Operation) -> Value {
 /// The document, for this server's public URL.
 pub fn document(facts: &Facts) -> Value {
     let mut paths = Map::new();
-    for o in OPERATIONS {
+    for (i, o) in OPERATIONS.iter().enumerate() {
+        // Operation ids are unique: a route served at two paths gets its path's last segment.
+        let repeated = OPERATIONS.iter().take(i).any(|p| p.id == o.id);
+        let id = if repeated {
+            format!(
+                "{}_{}",
+                o.id,
+                o.path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches(['{', '}'])
+            )
+        } else {
+            o.id.to_string()
+        };
         let mut operation = json!({
-            "operationId": o.id,
+            "operationId": id,
             "summary": o.summary,
             "tags": [o.tag],
             "security": security(o),
@@ -1192,6 +1367,25 @@ pub fn document(facts: &Facts) -> Value {
         "paths": paths,
         "components": {
             "schemas": {
+                "ApiKey": {
+                    "type": "object",
+                    "required": ["id", "name", "key_prefix", "type", "permissions", "rateLimit", "is_active", "usage_count", "created_at", "expires_at", "app_id"],
+                    "properties": {
+                        "id": { "type": "string", "format": "uuid" },
+                        "name": { "type": "string" },
+                        "description": { "type": ["string", "null"] },
+                        "key_prefix": { "type": "string" },
+                        "type": { "enum": ["live", "test"] },
+                        "permissions": { "type": "array", "items": { "type": "string" } },
+                        "rateLimit": { "type": ["integer", "null"] },
+                        "is_active": { "type": "boolean" },
+                        "usage_count": { "type": "integer", "minimum": 0 },
+                        "last_used_at": { "type": ["string", "null"] },
+                        "created_at": { "type": "string" },
+                        "expires_at": { "type": ["string", "null"] },
+                        "app_id": { "type": ["string", "null"] }
+                    }
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],
@@ -1325,5 +1519,22 @@ mod tests {
         );
         let key = &doc["paths"]["/api/v1/api-keys/{key}"]["patch"];
         assert_eq!(key["parameters"][0]["name"], "key");
+        // Operation ids are unique (the dashboard's overview and pages share a route).
+        let mut ids: Vec<&str> = paths
+            .values()
+            .flat_map(|p| p.as_object().unwrap().values())
+            .map(|o| o["operationId"].as_str().unwrap())
+            .collect();
+        let all = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all);
+        // The success bodies clients read field by field are described.
+        let create = &doc["paths"]["/api/v1/api-keys"]["post"]["responses"]["201"];
+        assert_eq!(
+            create["content"]["application/json"]["schema"]["required"],
+            json!(["apiKey", "plainKey"])
+        );
+        assert!(doc["components"]["schemas"]["ApiKey"]["required"].is_array());
     }
 }

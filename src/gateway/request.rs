@@ -13,8 +13,8 @@ pub const MAX_CHOICES: u32 = 8;
 pub const MAX_IMAGES: u32 = 10;
 /// Most inputs of one embeddings call (OpenAI's limit).
 pub const MAX_EMBEDDING_INPUTS: usize = 2048;
-/// Longest image prompt, in bytes.
-pub const MAX_PROMPT_BYTES: usize = 32_000;
+/// Longest image prompt, in characters (as JSON Schema counts a string's length).
+pub const MAX_PROMPT_CHARS: usize = 32_000;
 /// Most messages of one chat call.
 pub const MAX_MESSAGES: usize = 4096;
 
@@ -240,10 +240,10 @@ pub fn parse_images(body: &[u8]) -> Result<ImageRequest, ApiError> {
         Some(Value::String(p)) if p.is_empty() => {
             return Err(invalid("prompt", "must not be empty"));
         }
-        Some(Value::String(p)) if p.len() > MAX_PROMPT_BYTES => {
+        Some(Value::String(p)) if p.chars().count() > MAX_PROMPT_CHARS => {
             return Err(invalid(
                 "prompt",
-                format!("at most {MAX_PROMPT_BYTES} bytes"),
+                format!("at most {MAX_PROMPT_CHARS} characters"),
             ));
         }
         Some(Value::String(p)) => p.clone(),

@@ -130,3 +130,8 @@ fn domain_names_seeds() {
 fn acme_answers_seeds() {
     replay("acme_answers", bodies::acme_answers);
 }
+
+#[test]
+fn operator_value_seeds() {
+    replay("operator_values", bodies::operator_values);
+}

@@ -106,6 +106,14 @@ impl Receiver {
             .unwrap()
     }
 
+    /// The next delivery within `millis`, if one comes.
+    pub async fn try_next(&self, millis: u64) -> Option<Delivery> {
+        tokio::time::timeout(Duration::from_millis(millis), self.seen.lock().await.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Nothing arrives for a while (used only where a delivery would come at once).
     pub async fn nothing_for(&self, millis: u64) {
         let got =

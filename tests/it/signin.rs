@@ -12,7 +12,7 @@ use eliza_cloud::crypto::solana::{SolanaAddress, base58_encode};
 use eliza_cloud::crypto::to_hex;
 use eliza_cloud::time::Timestamp;
 
-use crate::support::{TestResponse, TestServer};
+use crate::support::{TestResponse, TestServer, fresh_address};
 
 pub struct EvmWallet {
     key: SigningKey,
@@ -93,13 +93,6 @@ pub fn siwe_at(now_millis: i64, nonce: &Value, wallet: &EvmWallet) -> SiweMessag
     }
 }
 
-/// A client address of its own for each call (honoured when the server trusts the proxy), so
-/// tests that sign in many times stay under the per-address limit.
-fn fresh_address() -> String {
-    let [a, b, c]: [u8; 3] = rand::random();
-    format!("10.{a}.{b}.{c}")
-}
-
 pub async fn nonce(server: &TestServer, path: &str) -> Value {
     let r = server
         .get(path, &[("x-forwarded-for", &fresh_address())])
@@ -130,7 +123,7 @@ pub async fn siwe_sign_in(server: &TestServer, wallet: &EvmWallet) -> TestRespon
     verify(server, "/api/auth/siwe/verify", &text, &wallet.sign(&text)).await
 }
 
-fn session_cookie(r: &TestResponse) -> String {
+pub fn session_cookie(r: &TestResponse) -> String {
     let set = r.header("set-cookie").expect("a session cookie is set");
     set.split(';').next().unwrap().to_string()
 }

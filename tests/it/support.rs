@@ -89,24 +89,37 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> TestResponse {
+        self.try_request(method, path, headers, body)
+            .await
+            .unwrap_or_else(|| panic!("the exchange with {}{path} failed", self.base))
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.request(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    /// [`HttpClient::request`] that answers `None` when the exchange fails (the server died).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Option<TestResponse> {
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Full::new(body.into())).unwrap();
-        let response = self.client.request(request).await.unwrap();
+        let request = builder.body(Full::new(body.into())).ok()?;
+        let response = self.client.request(request).await.ok()?;
         let (parts, body) = response.into_parts();
-        TestResponse {
+        Some(TestResponse {
             status: parts.status,
             headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
-    }
-
-    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-        self.request(Method::GET, path, headers, Bytes::new()).await
+            body: body.collect().await.ok()?.to_bytes(),
+        })
     }
 }
 
@@ -276,8 +289,11 @@ impl TestServer {
     }
 }
 
-pub fn binary_path() -> &'static str {
-    env!("CARGO_BIN_EXE_eliza-cloud")
+/// The binary the tests run: the one cargo built, or `ELIZA_CLOUD_TEST_BINARY` (CI runs the crash
+/// test on the release build).
+pub fn binary_path() -> String {
+    std::env::var("ELIZA_CLOUD_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_eliza-cloud").to_string())
 }
 
 /// Runs an offline subcommand of the real binary; answers (exit code, stdout, stderr).
@@ -376,6 +392,15 @@ impl Binary {
         HttpClient::new(self.addr)
     }
 
+    /// The process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Sends SIGTERM and waits for the exit; answers (exit code, everything it wrote to stderr).
     pub fn terminate(self) -> (i32, String) {
         self.signal("TERM")
@@ -415,6 +440,32 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fresh operator key (`keys generate`), for `ELIZA_CLOUD_BOOTSTRAP_KEY`.
+pub fn operator_key() -> String {
+    let (code, key, err) = run_cli(&["keys", "generate"], &[]);
+    assert_eq!(code, 0, "{err}");
+    key.trim().to_string()
+}
+
+/// A database made by a first start and stopped, the operator's organization granted
+/// `dollars` offline: ready for [`Binary::serve`] with the same `args` and `env`.
+pub fn database_with_credits(data: &Path, args: &[&str], env: &[(&str, &str)], dollars: &str) {
+    let (code, stderr) = Binary::serve(data, args, env).terminate();
+    assert_eq!(code, 0, "{stderr}");
+    let data = data.to_str().unwrap();
+    let (code, _, err) = run_cli(
+        &["orgs", "grant-credits", "operator", dollars, "--data", data],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A client address of its own (honoured when the server trusts the proxy).
+pub fn fresh_address() -> String {
+    let [a, b, c]: [u8; 3] = rand::random();
+    format!("10.{a}.{b}.{c}")
 }
 
 pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {

@@ -64,7 +64,7 @@ impl Pay {
     }
 
     /// An authorization valid around `now_secs` (for the real binary, on the system clock).
-    fn at(payer: &EvmWallet, now_secs: u64) -> Pay {
+    pub fn at(payer: &EvmWallet, now_secs: u64) -> Pay {
         Pay {
             valid_after: now_secs - 60,
             valid_before: now_secs + 300,
