@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::input::Fields;
+use super::input::{Fields, MAX_APP_DESCRIPTION, MAX_NAME};
 use super::keys::{check_escalation, new_secret};
 use super::time;
 use crate::auth::Principal;
@@ -226,7 +226,7 @@ fn name_conflict(name: &str, suggested: String) -> ApiError {
 /// `POST /api/v1/apps/check-name {name}`.
 pub async fn check_name(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let mut f = Fields::parse(body)?;
-    let name = f.string("name", 100, true);
+    let name = f.string("name", MAX_NAME, true);
     f.finish()?;
     let name = name.ok_or(ApiError::Internal)?;
     let id = Uuid::new_v4();
@@ -259,9 +259,11 @@ pub async fn create(
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now().millis();
     let mut f = app_fields(body)?;
-    let name = f.string("name", 100, true);
+    let name = f.string("name", MAX_NAME, true);
     let app_url = url_field(&mut f, "app_url", true).flatten();
-    let description = f.nullable_string("description", 1000).flatten();
+    let description = f
+        .nullable_string("description", MAX_APP_DESCRIPTION)
+        .flatten();
     let website_url = url_field(&mut f, "website_url", false).flatten();
     let logo_url = url_field(&mut f, "logo_url", false).flatten();
     let origins = origins_field(&mut f);
@@ -512,13 +514,13 @@ pub async fn update(
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now().millis();
     let mut f = app_fields(body)?;
-    let name = f.string("name", 100, false);
+    let name = f.string("name", MAX_NAME, false);
     // An app always has its URL: `null` is refused, not ignored.
     if f.value("app_url").is_some_and(Value::is_null) {
         f.fail("app_url", "must be an http or https URL");
     }
     let app_url = url_field(&mut f, "app_url", false).flatten();
-    let description = f.nullable_string("description", 1000);
+    let description = f.nullable_string("description", MAX_APP_DESCRIPTION);
     let website_url = url_field(&mut f, "website_url", false);
     let logo_url = url_field(&mut f, "logo_url", false);
     let origins = origins_field(&mut f);

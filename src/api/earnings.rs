@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::apps::{dollars_input, dollars_number, managed_app, reachable_app};
-use super::input::Fields;
+use super::input::{Fields, MAX_TOKEN};
 use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::apps::{AppRecord, update_app};
@@ -225,7 +225,7 @@ pub async fn withdraw_earnings(
             None
         }
     };
-    let key = f.string("idempotency_key", 200, false);
+    let key = f.string("idempotency_key", MAX_TOKEN, false);
     f.finish()?;
     let amount = amount.ok_or(ApiError::Internal)?;
     // Without a key every request is a withdrawal of its own.

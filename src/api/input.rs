@@ -21,6 +21,17 @@ pub fn whole_number(value: &Value) -> Option<u64> {
     (f.fract() == 0.0 && (0.0..=EXACT).contains(&f)).then_some(f as u64)
 }
 
+/// The longest `name` of a key or an app, in characters.
+pub const MAX_NAME: usize = 100;
+/// The longest `description` of an API key, in characters.
+pub const MAX_KEY_DESCRIPTION: usize = 500;
+/// The longest `description` of an app, in characters.
+pub const MAX_APP_DESCRIPTION: usize = 1000;
+/// The longest opaque token a body carries (`apiKey` for a key session, `idempotency_key`).
+pub const MAX_TOKEN: usize = 200;
+/// The highest per-key or per-app `rateLimit`, in requests per minute.
+pub const MAX_RATE_LIMIT: u32 = 100_000;
+
 pub struct Fields {
     object: Map<String, Value>,
     errors: BTreeMap<String, String>,
@@ -122,7 +133,7 @@ impl Fields {
         }
     }
 
-    /// `rateLimit` (or `rate_limit`): whole requests per minute in `1..=100000`, or null.
+    /// `rateLimit` (or `rate_limit`): whole requests per minute in `1..=MAX_RATE_LIMIT`, or null.
     pub fn rate_limit(&mut self) -> Patch<u32> {
         let name = if self.object.contains_key("rateLimit") {
             "rateLimit"
@@ -132,13 +143,18 @@ impl Fields {
         match self.get(name) {
             None => None,
             Some(Value::Null) => Some(None),
-            Some(v) => match whole_number(v).filter(|n| (1..=100_000).contains(n)) {
-                Some(n) => Some(Some(n as u32)),
-                None => {
-                    self.fail(name, "must be a whole number from 1 to 100000");
-                    None
+            Some(v) => {
+                match whole_number(v).filter(|n| (1..=u64::from(MAX_RATE_LIMIT)).contains(n)) {
+                    Some(n) => Some(Some(n as u32)),
+                    None => {
+                        self.fail(
+                            name,
+                            format!("must be a whole number from 1 to {MAX_RATE_LIMIT}"),
+                        );
+                        None
+                    }
                 }
-            },
+            }
         }
     }
 

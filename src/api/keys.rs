@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::input::Fields;
+use super::input::{Fields, MAX_KEY_DESCRIPTION, MAX_NAME};
 use super::time;
 use crate::auth::Principal;
 use crate::auth::api_key::{PlainKey, generate_key};
@@ -129,8 +129,10 @@ pub async fn create(
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now();
     let mut f = Fields::parse(body)?;
-    let name = f.string("name", 100, true);
-    let description = f.nullable_string("description", 500).flatten();
+    let name = f.string("name", MAX_NAME, true);
+    let description = f
+        .nullable_string("description", MAX_KEY_DESCRIPTION)
+        .flatten();
     let permissions = f.permissions().unwrap_or_default();
     let rate_limit = f.rate_limit().flatten();
     let expires_at = f.timestamp("expires_at").flatten();
@@ -219,8 +221,8 @@ pub async fn update(
 ) -> Result<Response<Body>, ApiError> {
     let now = state.now();
     let mut f = Fields::parse(body)?;
-    let name = f.string("name", 100, false);
-    let description = f.nullable_string("description", 500);
+    let name = f.string("name", MAX_NAME, false);
+    let description = f.nullable_string("description", MAX_KEY_DESCRIPTION);
     let permissions = f.permissions();
     let rate_limit = f.rate_limit();
     let is_active = f.bool("is_active");

@@ -6,6 +6,9 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
+use crate::api::input::{
+    MAX_APP_DESCRIPTION, MAX_KEY_DESCRIPTION, MAX_NAME, MAX_RATE_LIMIT, MAX_TOKEN,
+};
 use crate::gateway::models::Kind;
 use crate::state::AppState;
 use crate::web::body::{Body, full};
@@ -773,7 +776,7 @@ fn permissions() -> Value {
 }
 
 fn rate_limit() -> Value {
-    json!({ "type": ["integer", "null"], "minimum": 1, "maximum": 100_000, "description": "Requests per minute" })
+    json!({ "type": ["integer", "null"], "minimum": 1, "maximum": MAX_RATE_LIMIT, "description": "Requests per minute" })
 }
 
 /// A count `1..=max`, or null (`gateway::request::optional_count`).
@@ -824,12 +827,12 @@ fn body_schema(name: &str, facts: &Facts) -> Value {
                 "signature": { "type": "string" }
             }),
         ),
-        "key_session" => object(&["apiKey"], json!({ "apiKey": text(200) })),
+        "key_session" => object(&["apiKey"], json!({ "apiKey": text(MAX_TOKEN) })),
         "key" => object(
             &["name"],
             json!({
-                "name": text(100),
-                "description": nullable_text(500),
+                "name": text(MAX_NAME),
+                "description": nullable_text(MAX_KEY_DESCRIPTION),
                 "type": { "type": "string", "enum": ["live", "test"] },
                 "permissions": permissions(),
                 "rateLimit": rate_limit(),
@@ -839,20 +842,20 @@ fn body_schema(name: &str, facts: &Facts) -> Value {
         "key_patch" => object(
             &[],
             json!({
-                "name": text(100),
-                "description": nullable_text(500),
+                "name": text(MAX_NAME),
+                "description": nullable_text(MAX_KEY_DESCRIPTION),
                 "permissions": permissions(),
                 "rateLimit": rate_limit(),
                 "is_active": { "type": "boolean" },
                 "expires_at": future,
             }),
         ),
-        "name" => object(&["name"], json!({ "name": text(100) })),
+        "name" => object(&["name"], json!({ "name": text(MAX_NAME) })),
         "app" | "app_patch" => {
             let mut props = json!({
-                "name": text(100),
+                "name": text(MAX_NAME),
                 "app_url": url(false),
-                "description": nullable_text(1000),
+                "description": nullable_text(MAX_APP_DESCRIPTION),
                 "website_url": url(true),
                 "logo_url": url(true),
                 "allowed_origins": origins(),
@@ -893,7 +896,7 @@ fn body_schema(name: &str, facts: &Facts) -> Value {
             &["amount"],
             json!({
                 "amount": dollars(crate::money::MICROS_PER_DOLLAR * 1_000_000, true),
-                "idempotency_key": text(200),
+                "idempotency_key": text(MAX_TOKEN),
             }),
         ),
         "webhook" => object(&["url"], webhook_props("url")),
@@ -1339,7 +1342,7 @@ pub fn document(facts: &Facts) -> Value {
             ),
             Form(name) => {
                 let schema = if name == "sign_in" {
-                    object(&["api_key"], json!({ "api_key": text(200) }))
+                    object(&["api_key"], json!({ "api_key": text(MAX_TOKEN) }))
                 } else {
                     json!({ "type": "object", "description": "The fields of the page's form" })
                 };

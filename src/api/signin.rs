@@ -419,7 +419,7 @@ pub async fn exchange_key(
 /// `POST /api/auth/key-session {apiKey}`: [`exchange_key`], answered as JSON with the cookie.
 pub async fn key_session(state: &AppState, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let mut f = crate::api::input::Fields::parse(body)?;
-    let key = f.string("apiKey", 200, true);
+    let key = f.string("apiKey", crate::api::input::MAX_TOKEN, true);
     f.finish()?;
     let key = key.ok_or(ApiError::Internal)?;
     let (cookie, who) = exchange_key(state, &key).await?;
