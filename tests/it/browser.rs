@@ -328,6 +328,8 @@ async fn chromium_signs_in_creates_a_key_and_an_app_and_reads_the_chart() {
         .click()
         .await
         .unwrap();
+    // The form's POST and its redirect are a navigation the click does not wait for.
+    arrive(&client, Locator::Css("#api_key")).await;
     assert_eq!(
         client.current_url().await.unwrap().path(),
         "/dashboard/sign-in"
