@@ -276,10 +276,11 @@ fn orgs_set_plan(args: OrgsSetPlanArgs, env: Env, out: &mut dyn Write) -> Result
                 "--rate-limit applies to the enterprise plan only".into(),
             ));
         }
-        if !(1..=100_000).contains(&limit) {
-            return Err(CommandError::Failed(
-                "--rate-limit must be 1..=100000".into(),
-            ));
+        if !(1..=crate::api::input::MAX_RATE_LIMIT).contains(&limit) {
+            return Err(CommandError::Failed(format!(
+                "--rate-limit must be 1..={}",
+                crate::api::input::MAX_RATE_LIMIT
+            )));
         }
     }
     let store = open_writable(&args.data, env)?;

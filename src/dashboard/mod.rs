@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::{Value, json};
 
+use crate::api::input::{MAX_APP_DESCRIPTION, MAX_NAME, MAX_RATE_LIMIT};
 use crate::auth::Principal;
 use crate::state::AppState;
 use crate::web::body::{Body, full};
@@ -557,7 +558,7 @@ async fn keys_page(
         h2 { "Create a key" }
         form method="post" action=(form) {
             label for="key-name" { "Name" }
-            input #key-name type="text" name="name" required maxlength="100";
+            input #key-name type="text" name="name" required maxlength=(MAX_NAME);
             (field_error(error, form, "name", true))
             label for="key-type" { "Type" }
             select #key-type name="type" { option value="live" { "live" } option value="test" { "test" } }
@@ -570,7 +571,7 @@ async fn keys_page(
             }
             (field_error(error, form, "permissions", false))
             label for="key-rate" { "Rate limit (requests per minute, empty: the plan's)" }
-            input #key-rate type="number" name="rateLimit" min="1" max="100000";
+            input #key-rate type="number" name="rateLimit" min="1" max=(MAX_RATE_LIMIT);
             (field_error(error, form, "rateLimit", false))
             label for="key-expires" { "Expires on (empty: never)" }
             input #key-expires type="date" name="expires_on";
@@ -608,13 +609,13 @@ async fn apps_page(
         h2 { "Create an app" }
         form method="post" action=(form) {
             label for="app-name" { "Name" }
-            input #app-name type="text" name="name" required maxlength="100";
+            input #app-name type="text" name="name" required maxlength=(MAX_NAME);
             (field_error(error, form, "name", true))
             label for="app-url" { "App URL" }
             input #app-url type="url" name="app_url" required placeholder="https://";
             (field_error(error, form, "app_url", false))
             label for="app-description" { "Description" }
-            input #app-description type="text" name="description" maxlength="1000";
+            input #app-description type="text" name="description" maxlength=(MAX_APP_DESCRIPTION);
             (field_error(error, form, "description", false))
             button type="submit" { "Create app" }
         }
